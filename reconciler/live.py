@@ -1,0 +1,124 @@
+"""LiveState: the world as the providers read it, reduced to the essence the planner needs.
+
+No resourceVersions, uids or managedFields leak into the comparison: providers keep those to
+themselves (for optimistic concurrency) and hand the planner plain values, so a plan shows only
+real changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+# Annotations portside reads (MetalLB's, so existing Services keep working) and writes.
+ANNOTATION_POOL = "portside.io/pool"  # written: the pool the IPs came from
+METALLB_ADDRESS_POOL = "metallb.io/address-pool"
+METALLB_LOADBALANCER_IPS = "metallb.io/loadBalancerIPs"
+METALLB_ALLOW_SHARED_IP = "metallb.io/allow-shared-ip"
+LOADBALANCER_CLASS = "portside.io/loadbalancer"
+EXCLUDE_FROM_LB_LABEL = "node.kubernetes.io/exclude-from-external-load-balancers"
+
+Protocol = Literal["TCP", "UDP", "SCTP"]
+
+
+@dataclass(frozen=True, order=True)
+class ServicePort:
+    port: int
+    protocol: Protocol = "TCP"
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class LiveService:
+    """A Service of type LoadBalancer (or, in local mode, a ServiceExposure's stand-in)."""
+
+    namespace: str
+    name: str
+    ports: tuple[ServicePort, ...] = ()
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    selector: dict[str, str] = field(default_factory=dict)
+    load_balancer_class: str | None = None
+    load_balancer_ip: str | None = None  # spec.loadBalancerIP (deprecated upstream, still honoured)
+    external_traffic_policy: Literal["Cluster", "Local"] = "Cluster"
+    ip_family_policy: Literal["SingleStack", "PreferDualStack", "RequireDualStack"] = "SingleStack"
+    ip_families: tuple[str, ...] = ("IPv4",)
+    ingress: tuple[str, ...] = ()  # status.loadBalancer.ingress[*].ip, as live now
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class LiveNode:
+    name: str
+    labels: dict[str, str] = field(default_factory=dict)
+    address: str | None = None  # InternalIP: where the speaker's heartbeats go
+    ready: bool = True
+
+
+@dataclass(frozen=True)
+class IngressRule:
+    """One cloudflared ingress rule, as the API or a config file holds it."""
+
+    service: str
+    hostname: str | None = None
+    path: str | None = None
+    origin_request: dict[str, object] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {}
+        if self.hostname is not None:
+            out["hostname"] = self.hostname
+        if self.path is not None:
+            out["path"] = self.path
+        out["service"] = self.service
+        if self.origin_request:
+            out["originRequest"] = dict(self.origin_request)
+        return out
+
+
+@dataclass(frozen=True)
+class LiveTunnel:
+    """A tunnel found at Cloudflare (remote) or its config file (local)."""
+
+    name: str  # the Tunnel document's name
+    tunnel_id: str | None  # None: not found (yet)
+    ingress: tuple[IngressRule, ...] | None  # None: no configuration read
+    origin_request: dict[str, object] = field(default_factory=dict)
+    error: str | None = None  # why it could not be read; the planner skips it and says so
+
+
+@dataclass(frozen=True)
+class DNSRecord:
+    zone: str
+    name: str
+    type: str
+    content: str
+    proxied: bool
+    comment: str = ""
+    record_id: str | None = None
+
+
+@dataclass(frozen=True)
+class LiveZone:
+    name: str
+    zone_id: str | None
+    records: tuple[DNSRecord, ...] = ()
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class LiveState:
+    services: tuple[LiveService, ...] = ()
+    nodes: tuple[LiveNode, ...] = ()
+    namespace_labels: dict[str, dict[str, str]] = field(default_factory=dict)
+    # service key -> nodes with a ready endpoint (for externalTrafficPolicy: Local)
+    ready_endpoint_nodes: dict[str, frozenset[str]] = field(default_factory=dict)
+    announcements: str | None = None  # the published announcement table (encoded), if any
+    tunnels: dict[str, LiveTunnel] = field(default_factory=dict)
+    zones: dict[str, LiveZone] = field(default_factory=dict)
+
+    def service(self, key: str) -> LiveService | None:
+        return next((s for s in self.services if s.key == key), None)

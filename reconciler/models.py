@@ -1,0 +1,274 @@
+"""The desired-state document kinds: the single source of truth for their shape.
+
+Field names follow the YAML (camelCase, as Kubernetes and MetalLB write them), so the JSON Schema
+generated from these models is what an editor validates against. Every model forbids unknown
+fields: a typo must be an error, never silently ignored. Semantic checks that need more than one
+field or document (overlapping pools, references) live in :mod:`reconciler.validate`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+PORTSIDE_API = "portside.io/v1alpha1"
+METALLB_API = "metallb.io/v1beta1"
+
+# RFC 1123 label/subdomain, as Kubernetes validates object names and label values.
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+Name = Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)]
+Namespace = Annotated[str, StringConstraints(min_length=1, max_length=63, pattern=DNS_LABEL)]
+NonEmpty = Annotated[str, StringConstraints(min_length=1)]
+# cloudflared accepts Go durations ("30s", "1m30s") in YAML and integer seconds in the API.
+Duration = Annotated[str, StringConstraints(pattern=r"^(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$")] | int
+
+_GO_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def duration_seconds(value: str | int) -> float:
+    """A Go duration string or integer seconds, as seconds."""
+    if isinstance(value, int):
+        return float(value)
+    return sum(float(n) * _UNIT_SECONDS[u] for n, u in _GO_DURATION_PART.findall(value))
+
+
+class Strict(BaseModel):
+    """Base of every document model: unknown fields are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Metadata(Strict):
+    name: Name
+    namespace: Namespace | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class LabelSelectorRequirement(Strict):
+    key: NonEmpty
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _values_match_operator(self) -> LabelSelectorRequirement:
+        if self.operator in ("In", "NotIn") and not self.values:
+            raise ValueError(f"operator {self.operator} needs at least one value")
+        if self.operator in ("Exists", "DoesNotExist") and self.values:
+            raise ValueError(f"operator {self.operator} takes no values")
+        return self
+
+
+class LabelSelector(Strict):
+    """A Kubernetes label selector; an empty selector matches everything."""
+
+    matchLabels: dict[str, str] = Field(default_factory=dict)
+    matchExpressions: list[LabelSelectorRequirement] = Field(default_factory=list)
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        if any(labels.get(k) != v for k, v in self.matchLabels.items()):
+            return False
+        for req in self.matchExpressions:
+            present = req.key in labels
+            if req.operator == "In" and (not present or labels[req.key] not in req.values):
+                return False
+            if req.operator == "NotIn" and present and labels[req.key] in req.values:
+                return False
+            if req.operator == "Exists" and not present:
+                return False
+            if req.operator == "DoesNotExist" and present:
+                return False
+        return True
+
+
+# --- IPAddressPool -------------------------------------------------------------------------
+
+
+class ServiceAllocation(Strict):
+    """Which Services a pool serves first (MetalLB's serviceAllocation)."""
+
+    priority: int | None = None
+    namespaces: list[Namespace] = Field(default_factory=list)
+    namespaceSelectors: list[LabelSelector] = Field(default_factory=list)
+    serviceSelectors: list[LabelSelector] = Field(default_factory=list)
+
+
+class IPAddressPoolSpec(Strict):
+    addresses: list[NonEmpty] = Field(min_length=1)
+    autoAssign: bool = True
+    avoidBuggyIPs: bool = False
+    serviceAllocation: ServiceAllocation | None = None
+
+
+class IPAddressPool(Strict):
+    apiVersion: Literal["portside.io/v1alpha1", "metallb.io/v1beta1"]
+    kind: Literal["IPAddressPool"]
+    metadata: Metadata
+    spec: IPAddressPoolSpec
+
+
+# --- L2Advertisement -----------------------------------------------------------------------
+
+
+class L2AdvertisementSpec(Strict):
+    ipAddressPools: list[Name] = Field(default_factory=list)
+    ipAddressPoolSelectors: list[LabelSelector] = Field(default_factory=list)
+    interfaces: list[NonEmpty] = Field(default_factory=list)
+    nodeSelectors: list[LabelSelector] = Field(default_factory=list)
+
+
+class L2Advertisement(Strict):
+    apiVersion: Literal["portside.io/v1alpha1", "metallb.io/v1beta1"]
+    kind: Literal["L2Advertisement"]
+    metadata: Metadata
+    spec: L2AdvertisementSpec = Field(default_factory=L2AdvertisementSpec)
+
+
+# --- ServiceExposure -----------------------------------------------------------------------
+
+
+class ServiceRef(Strict):
+    namespace: Namespace = "default"
+    name: Name
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+class ExposedPort(Strict):
+    """A port of the stand-in Service (local mode, where no real Service exists)."""
+
+    name: str | None = None
+    port: int = Field(ge=1, le=65535)
+    protocol: Literal["TCP", "UDP", "SCTP"] = "TCP"
+
+
+class ServiceExposureSpec(Strict):
+    service: ServiceRef
+    pool: Name | None = None
+    addresses: list[NonEmpty] = Field(default_factory=list, max_length=2)
+    sharingKey: NonEmpty | None = None
+    # Used only where no live Service exists (the local state directory): the stand-in's shape.
+    ports: list[ExposedPort] = Field(default_factory=list)
+    externalTrafficPolicy: Literal["Cluster", "Local"] = "Cluster"
+    ipFamilyPolicy: Literal["SingleStack", "PreferDualStack", "RequireDualStack"] = "SingleStack"
+
+
+class ServiceExposure(Strict):
+    apiVersion: Literal["portside.io/v1alpha1"]
+    kind: Literal["ServiceExposure"]
+    metadata: Metadata
+    spec: ServiceExposureSpec
+
+
+# --- Tunnel and TunnelRoute ----------------------------------------------------------------
+
+
+class OriginRequest(Strict):
+    """cloudflared's originRequest settings (the subset that means something per origin)."""
+
+    connectTimeout: Duration | None = None
+    tlsTimeout: Duration | None = None
+    tcpKeepAlive: Duration | None = None
+    keepAliveTimeout: Duration | None = None
+    keepAliveConnections: int | None = Field(default=None, ge=0)
+    noHappyEyeballs: bool | None = None
+    httpHostHeader: NonEmpty | None = None
+    originServerName: NonEmpty | None = None
+    matchSNItoHost: bool | None = None
+    caPool: NonEmpty | None = None
+    noTLSVerify: bool | None = None
+    disableChunkedEncoding: bool | None = None
+    http2Origin: bool | None = None
+    proxyType: Literal["", "socks"] | None = None
+    bastionMode: bool | None = None
+
+
+class TunnelDNS(Strict):
+    manage: bool = True
+    zones: list[NonEmpty] = Field(default_factory=list)
+
+
+class TunnelSpec(Strict):
+    mode: Literal["remote", "local"] = "remote"
+    accountId: NonEmpty | None = None
+    tunnelId: NonEmpty | None = None
+    tunnelName: NonEmpty | None = None
+    create: bool = False
+    credentialsFile: NonEmpty | None = None
+    catchAll: NonEmpty = "http_status:404"
+    originRequest: OriginRequest | None = None
+    dns: TunnelDNS = Field(default_factory=TunnelDNS)
+
+    @model_validator(mode="after")
+    def _identity(self) -> TunnelSpec:
+        if self.mode == "remote" and not self.accountId:
+            raise ValueError("a remote tunnel needs accountId (the Cloudflare account that owns it)")
+        if self.create and not self.tunnelName:
+            raise ValueError("create: true needs tunnelName (the name of the tunnel to create)")
+        return self
+
+
+class Tunnel(Strict):
+    apiVersion: Literal["portside.io/v1alpha1"]
+    kind: Literal["Tunnel"]
+    metadata: Metadata
+    spec: TunnelSpec
+
+
+class RouteService(Strict):
+    """An in-cluster Service, resolved to ``scheme://<LoadBalancer IP>:<port>``."""
+
+    namespace: Namespace = "default"
+    name: Name
+    port: int = Field(ge=1, le=65535)
+    scheme: Literal["http", "https", "ws", "wss", "tcp", "ssh", "rdp", "smb"] = "http"
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+class TunnelRouteSpec(Strict):
+    tunnel: Name
+    hostname: NonEmpty
+    path: NonEmpty | None = None
+    service: RouteService | None = None
+    url: NonEmpty | None = None
+    originRequest: OriginRequest | None = None
+    adopt: bool = False
+
+    @model_validator(mode="after")
+    def _one_target(self) -> TunnelRouteSpec:
+        if (self.service is None) == (self.url is None):
+            raise ValueError("give exactly one of service (an in-cluster Service) or url")
+        return self
+
+
+class TunnelRoute(Strict):
+    apiVersion: Literal["portside.io/v1alpha1"]
+    kind: Literal["TunnelRoute"]
+    metadata: Metadata
+    spec: TunnelRouteSpec
+
+
+Document = IPAddressPool | L2Advertisement | ServiceExposure | Tunnel | TunnelRoute
+
+# (apiVersion, kind) -> model; the loader dispatches on this table and nothing else.
+KINDS: dict[tuple[str, str], type[Document]] = {
+    (PORTSIDE_API, "IPAddressPool"): IPAddressPool,
+    (METALLB_API, "IPAddressPool"): IPAddressPool,
+    (PORTSIDE_API, "L2Advertisement"): L2Advertisement,
+    (METALLB_API, "L2Advertisement"): L2Advertisement,
+    (PORTSIDE_API, "ServiceExposure"): ServiceExposure,
+    (PORTSIDE_API, "Tunnel"): Tunnel,
+    (PORTSIDE_API, "TunnelRoute"): TunnelRoute,
+}
+
+KIND_MODELS: dict[str, type[Document]] = {kind: model for (_, kind), model in KINDS.items()}
