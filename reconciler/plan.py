@@ -20,6 +20,7 @@ ACTIONS: tuple[Action, ...] = ("create", "update", "delete", "conflict")
 KIND_ORDER: tuple[str, ...] = (
     "Service",
     "Announcement",
+    "Tunnel",
     "TunnelConfiguration",
     "DNSRecord",
 )
