@@ -1,0 +1,299 @@
+"""Cross-document rules: the repo as a whole must make sense before anything is planned.
+
+Each rule is a small function over the loaded documents that returns diagnostics pinned to the
+field at fault. All rules run, so one ``portside validate`` shows every problem at once. Only a
+repo with no diagnostics becomes a :class:`DesiredState`.
+
+Decisions worth knowing:
+- names are unique per kind, whatever the namespace (they key the plan and the state files);
+- a ``remote`` tunnel that manages DNS must declare ``dns.zones``: the zones say which Cloudflare
+  zones portside may write records in, and a route outside them would be a record it must not
+  create; a ``local`` tunnel's zones are optional, but when given they are enforced too;
+- a hostname may be served by one tunnel only (its DNS record can point to one tunnel).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+from reconciler.desired import DesiredState, Origin
+from reconciler.errors import ConfigError, Diagnostic
+from reconciler.hostnames import hostname_problem, in_zone, path_problem, zone_problem
+from reconciler.ipranges import IPAddress, IPRange, RangeSyntaxError, is_buggy, parse_ip, parse_range
+from reconciler.loader import LoadedDocument, load_documents
+from reconciler.models import IPAddressPool, L2Advertisement, ServiceExposure, Tunnel, TunnelRoute
+from reconciler.origins import origin_problem
+
+M = TypeVar("M", IPAddressPool, L2Advertisement, ServiceExposure, Tunnel, TunnelRoute)
+
+
+def load_desired_state(root: Path, revision: str | None = None) -> DesiredState:
+    """Load and validate the repo at ``root``; raise ConfigError with every problem found."""
+    result = load_documents(root)
+    diagnostics = list(result.diagnostics)
+    diagnostics += validate_documents(result.documents)
+    if diagnostics:
+        raise ConfigError(diagnostics)
+    return build_desired_state(result.documents, revision)
+
+
+def build_desired_state(documents: Sequence[LoadedDocument], revision: str | None = None) -> DesiredState:
+    """The DesiredState of documents that passed :func:`validate_documents`."""
+
+    def sorted_models(model: type[M]) -> tuple[M, ...]:
+        found = [d.model for d in documents if isinstance(d.model, model)]
+        return tuple(sorted(found, key=lambda m: m.metadata.name))
+
+    origins: dict[tuple[str, str], Origin] = {(d.kind, d.name): d.origin for d in documents}
+    return DesiredState(
+        pools=sorted_models(IPAddressPool),
+        advertisements=sorted_models(L2Advertisement),
+        exposures=sorted_models(ServiceExposure),
+        tunnels=sorted_models(Tunnel),
+        routes=sorted_models(TunnelRoute),
+        origins=origins,
+        revision=revision,
+    )
+
+
+def validate_documents(documents: Sequence[LoadedDocument]) -> list[Diagnostic]:
+    """Every cross-document problem of a set of individually valid documents."""
+    by_kind: dict[str, list[LoadedDocument]] = {}
+    for doc in documents:
+        by_kind.setdefault(doc.kind, []).append(doc)
+    pools = _first_by_name(by_kind.get("IPAddressPool", []))
+    tunnels = _first_by_name(by_kind.get("Tunnel", []))
+    diagnostics = _duplicate_names(documents)
+    pool_ranges, range_problems = _pool_ranges(by_kind.get("IPAddressPool", []))
+    diagnostics += range_problems
+    diagnostics += _overlapping_pools(pool_ranges)
+    diagnostics += _advertisements(by_kind.get("L2Advertisement", []), pools)
+    diagnostics += _exposures(by_kind.get("ServiceExposure", []), pools, pool_ranges)
+    diagnostics += _tunnels(by_kind.get("Tunnel", []))
+    diagnostics += _routes(by_kind.get("TunnelRoute", []), tunnels)
+    return diagnostics
+
+
+def _first_by_name(documents: Iterable[LoadedDocument]) -> dict[str, LoadedDocument]:
+    found: dict[str, LoadedDocument] = {}
+    for doc in documents:
+        found.setdefault(doc.name, doc)
+    return found
+
+
+def _duplicate_names(documents: Iterable[LoadedDocument]) -> list[Diagnostic]:
+    first: dict[tuple[str, str], LoadedDocument] = {}
+    out = []
+    for doc in documents:
+        earlier = first.setdefault((doc.kind, doc.name), doc)
+        if earlier is not doc:
+            where = earlier.origin_of("metadata.name")
+            out.append(doc.diagnostic("metadata.name", f'duplicate {doc.kind} "{doc.name}" (first declared '
+                                      f"at {where}); names must be unique per kind"))
+    return out
+
+
+# --- pools and advertisements ----------------------------------------------------------------
+
+PoolRange = tuple[IPRange, LoadedDocument, int]  # the range, its pool, its index in spec.addresses
+
+
+def _pool_ranges(pools: Iterable[LoadedDocument]) -> tuple[list[PoolRange], list[Diagnostic]]:
+    ranges: list[PoolRange] = []
+    out = []
+    for doc in pools:
+        assert isinstance(doc.model, IPAddressPool)
+        for index, text in enumerate(doc.model.spec.addresses):
+            try:
+                ranges.append((parse_range(text), doc, index))
+            except RangeSyntaxError as exc:
+                out.append(doc.diagnostic(f"spec.addresses[{index}]", str(exc)))
+    return ranges, out
+
+
+def _overlapping_pools(ranges: list[PoolRange]) -> list[Diagnostic]:
+    """MetalLB refuses a configuration where two address ranges overlap, even in one pool."""
+    out = []
+    widest: PoolRange | None = None  # the range reaching furthest so far, in sorted order
+    for entry in sorted(ranges, key=lambda r: (r[0].version, r[0].start, r[0].end)):
+        rng, doc, index = entry
+        if widest is not None and widest[0].overlaps(rng):
+            _, other_doc, other_index = widest
+            assert isinstance(doc.model, IPAddressPool) and isinstance(other_doc.model, IPAddressPool)
+            where = other_doc.origin_of(f"spec.addresses[{other_index}]")
+            out.append(doc.diagnostic(
+                f"spec.addresses[{index}]",
+                f"{doc.model.spec.addresses[index]} overlaps {other_doc.model.spec.addresses[other_index]} "
+                f'of pool "{other_doc.name}" ({where}); MetalLB refuses overlapping pools: '
+                "make them disjoint"))
+        if widest is None or widest[0].version != rng.version or rng.end > widest[0].end:
+            widest = entry
+    return out
+
+
+def _advertisements(ads: Iterable[LoadedDocument], pools: dict[str, LoadedDocument]) -> list[Diagnostic]:
+    out = []
+    for doc in ads:
+        assert isinstance(doc.model, L2Advertisement)
+        for index, name in enumerate(doc.model.spec.ipAddressPools):
+            if name not in pools:
+                message = _unknown("IPAddressPool", name, pools)
+                out.append(doc.diagnostic(f"spec.ipAddressPools[{index}]", message))
+    return out
+
+
+def _unknown(kind: str, name: str, known: dict[str, LoadedDocument]) -> str:
+    names = ", ".join(sorted(known)) or "none declared"
+    return f'unknown {kind} "{name}" (declared: {names})'
+
+
+# --- exposures -------------------------------------------------------------------------------
+
+
+def _exposures(exposures: Iterable[LoadedDocument], pools: dict[str, LoadedDocument],
+               ranges: list[PoolRange]) -> list[Diagnostic]:
+    out = []
+    services: dict[str, LoadedDocument] = {}
+    claimed: dict[IPAddress, tuple[LoadedDocument, int]] = {}
+    for doc in exposures:
+        exposure = doc.model
+        assert isinstance(exposure, ServiceExposure)
+        spec = exposure.spec
+        earlier = services.setdefault(spec.service.key, doc)
+        if earlier is not doc:
+            out.append(doc.diagnostic("spec.service", f'Service {spec.service.key} is already exposed by '
+                                      f'ServiceExposure "{earlier.name}" ({earlier.origin}); expose it once'))
+        if spec.pool is not None and spec.pool not in pools:
+            out.append(doc.diagnostic("spec.pool", _unknown("IPAddressPool", spec.pool, pools)))
+            continue
+        if len(spec.addresses) == 2 and spec.ipFamilyPolicy == "SingleStack":
+            out.append(doc.diagnostic("spec.ipFamilyPolicy", "two addresses need ipFamilyPolicy "
+                                      "PreferDualStack or RequireDualStack"))
+        families: set[int] = set()
+        for index, text in enumerate(spec.addresses):
+            path = f"spec.addresses[{index}]"
+            try:
+                ip = parse_ip(text)
+            except RangeSyntaxError as exc:
+                out.append(doc.diagnostic(path, str(exc)))
+                continue
+            if ip.version in families:
+                out.append(doc.diagnostic(path, "two addresses of the same family; a dual-stack Service "
+                                          "takes one IPv4 and one IPv6 address"))
+            families.add(ip.version)
+            problem = _address_problem(ip, spec.pool, ranges)
+            if problem is not None:
+                out.append(doc.diagnostic(path, problem))
+            earlier_claim = claimed.setdefault(ip, (doc, index))
+            if earlier_claim[0] is not doc:
+                other = earlier_claim[0].model
+                assert isinstance(other, ServiceExposure)
+                if spec.sharingKey is None or spec.sharingKey != other.spec.sharingKey:
+                    where = earlier_claim[0].origin_of(f"spec.addresses[{earlier_claim[1]}]")
+                    out.append(doc.diagnostic(path, f'{ip} is already requested by ServiceExposure '
+                                              f'"{earlier_claim[0].name}" ({where}); give both the same '
+                                              "sharingKey to share it, or pick another address"))
+    return out
+
+
+def _address_problem(ip: IPAddress, pool_name: str | None, ranges: list[PoolRange]) -> str | None:
+    candidates = [(rng, doc) for rng, doc, _ in ranges if pool_name is None or doc.name == pool_name]
+    holder = next((doc for rng, doc in candidates if rng.contains(ip)), None)
+    if holder is None:
+        if pool_name is not None:
+            shown = ", ".join(str(rng) for rng, _ in candidates)
+            return f'{ip} is outside pool "{pool_name}" ({shown})'
+        return f"{ip} is inside no declared pool; add it to a pool or pick an address from one"
+    pool = holder.model
+    assert isinstance(pool, IPAddressPool)
+    if pool.spec.avoidBuggyIPs and is_buggy(ip):
+        return f'{ip} ends in .0 or .255, which pool "{holder.name}" avoids (avoidBuggyIPs: true)'
+    return None
+
+
+# --- tunnels and routes ----------------------------------------------------------------------
+
+
+def _tunnels(tunnels: Iterable[LoadedDocument]) -> list[Diagnostic]:
+    out = []
+    for doc in tunnels:
+        assert isinstance(doc.model, Tunnel)
+        spec = doc.model.spec
+        if not spec.tunnelId and not spec.tunnelName:
+            out.append(doc.diagnostic("spec", "a tunnel needs tunnelId (the tunnel's UUID) or tunnelName"))
+        if spec.tunnelId:
+            try:
+                uuid.UUID(spec.tunnelId)
+            except ValueError:
+                out.append(doc.diagnostic("spec.tunnelId", f'"{spec.tunnelId}" is not a tunnel id: '
+                                          "write the tunnel's UUID (cloudflared tunnel list shows it)"))
+        problem = origin_problem(spec.catchAll)
+        if problem is not None:
+            out.append(doc.diagnostic("spec.catchAll", problem))
+        if spec.mode == "remote" and spec.dns.manage and not spec.dns.zones:
+            out.append(doc.diagnostic("spec.dns", "a remote tunnel that manages DNS must list dns.zones "
+                                      "(the Cloudflare zones its routes may create records in)"))
+        for index, zone in enumerate(spec.dns.zones):
+            problem = zone_problem(zone)
+            if problem is not None:
+                out.append(doc.diagnostic(f"spec.dns.zones[{index}]", problem))
+    return out
+
+
+def _routes(routes: Iterable[LoadedDocument], tunnels: dict[str, LoadedDocument]) -> list[Diagnostic]:
+    out = []
+    seen: dict[tuple[str, str], LoadedDocument] = {}  # (hostname, path) -> first route
+    host_tunnel: dict[str, LoadedDocument] = {}  # hostname -> first route, to spot a second tunnel
+    for doc in routes:
+        route = doc.model
+        assert isinstance(route, TunnelRoute)
+        spec = route.spec
+        checks: list[tuple[str, Callable[[str], str | None], str | None]] = [
+            ("spec.hostname", hostname_problem, spec.hostname),
+            ("spec.path", path_problem, spec.path),
+            ("spec.url", origin_problem, spec.url),
+        ]
+        bad_hostname = False
+        for path, check, value in checks:
+            problem = check(value) if value is not None else None
+            if problem is not None:
+                out.append(doc.diagnostic(path, problem))
+                bad_hostname = bad_hostname or path == "spec.hostname"
+        tunnel = tunnels.get(spec.tunnel)
+        if tunnel is None:
+            out.append(doc.diagnostic("spec.tunnel", _unknown("Tunnel", spec.tunnel, tunnels)))
+        elif not bad_hostname:
+            out += _zone_check(doc, spec.hostname, tunnel)
+        if bad_hostname:
+            continue
+        host = spec.hostname.lower()
+        key = (host, spec.path or "")
+        earlier = seen.setdefault(key, doc)
+        if earlier is not doc:
+            shown = f"{spec.hostname} path {spec.path}" if spec.path else spec.hostname
+            out.append(doc.diagnostic("spec.hostname", f'{shown} is already routed by TunnelRoute '
+                                      f'"{earlier.name}" ({earlier.origin_of("spec.hostname")}); '
+                                      "each hostname and path may be routed once"))
+            continue
+        first = host_tunnel.setdefault(host, doc)
+        assert isinstance(first.model, TunnelRoute)
+        other_tunnel = first.model.spec.tunnel
+        if other_tunnel != spec.tunnel:
+            out.append(doc.diagnostic("spec.tunnel", f'{spec.hostname} is already routed through tunnel '
+                                      f'"{other_tunnel}" by TunnelRoute "{first.name}" ({first.origin}); '
+                                      "a hostname's DNS record can point to one tunnel only"))
+    return out
+
+
+def _zone_check(doc: LoadedDocument, hostname: str, tunnel: LoadedDocument) -> list[Diagnostic]:
+    model = tunnel.model
+    assert isinstance(model, Tunnel)
+    zones = model.spec.dns.zones
+    if not zones or any(in_zone(hostname, zone) for zone in zones):
+        return []
+    return [doc.diagnostic("spec.hostname", f'{hostname} is outside the zones of tunnel "{tunnel.name}" '
+                           f"({', '.join(zones)}); add its zone to the tunnel's dns.zones "
+                           "or fix the hostname")]
