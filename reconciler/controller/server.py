@@ -1,0 +1,43 @@
+"""The controller's HTTP endpoints: health, readiness, metrics, status and the git webhook."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from reconciler.controller.status import ControllerMetrics, StatusBoard
+from reconciler.controller.webhook import webhook_handler
+from reconciler.httpserve import HTTPService, Request, Response, Routes
+from reconciler.metrics import CONTENT_TYPE
+
+
+def controller_routes(status: StatusBoard, metrics: ControllerMetrics, *, webhook_secret: bytes | None,
+                      on_push: Callable[[], None], ready: Callable[[], bool]) -> Routes:
+    """Routes for :class:`HTTPService`. ``ready`` is true once the first sync has happened.
+
+    A replica that is not the leader is ready too: it serves /status and stands by, and a
+    Deployment rollout must not wait for it to win an election.
+    """
+
+    def healthz(_: Request) -> Response:
+        return Response.text(200, "ok\n")
+
+    def readyz(_: Request) -> Response:
+        return Response.text(200, "ready\n") if ready() else Response.text(503, "starting\n")
+
+    def metrics_page(_: Request) -> Response:
+        return Response(200, metrics.registry.render().encode(), CONTENT_TYPE)
+
+    def status_page(_: Request) -> Response:
+        return Response.json(200, status.snapshot())
+
+    return {
+        ("GET", "/healthz"): healthz,
+        ("GET", "/readyz"): readyz,
+        ("GET", "/metrics"): metrics_page,
+        ("GET", "/status"): status_page,
+        ("POST", "/hooks/git"): webhook_handler(webhook_secret, on_push, metrics),
+    }
+
+
+def serve(listen: str, routes: Routes) -> HTTPService:
+    return HTTPService(listen, routes).start()
