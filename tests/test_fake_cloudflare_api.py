@@ -378,16 +378,24 @@ def test_fault_after_apply_keeps_the_write(
     cf: FakeCloudflare, client: cloudflare.Cloudflare, zone: str
 ) -> None:
     cf.fail(503, method="POST", after_apply=True)
-    with pytest.raises(cloudflare.InternalServerError):
+    with pytest.raises(cloudflare.InternalServerError) as caught:
         client.dns.records.create(zone_id=zone, name="x", type="A", content="192.0.2.1", ttl=1)
+    assert caught.value.status_code == 503 and error_codes(caught.value) == [7010]
     assert [r["name"] for r in cf.records(zone)] == ["x.example.com"]
     assert cf.writes()[-1].status == 503
 
 
 def test_delayed_answer_lets_the_client_time_out(cf: FakeCloudflare, zone: str) -> None:
+    client = cf.client(timeout=0.3)
     cf.fail(504, delay=5, method="GET")
     with pytest.raises(cloudflare.APITimeoutError):
-        list(cf.client(timeout=0.3).dns.records.list(zone_id=zone))
+        list(client.dns.records.list(zone_id=zone))
+
+    # A write that times out after it was applied: the change is there when the client gives up.
+    cf.fail(504, delay=5, method="POST", after_apply=True)
+    with pytest.raises(cloudflare.APITimeoutError):
+        client.dns.records.create(zone_id=zone, name="slow", type="A", content="192.0.2.1", ttl=1)
+    assert [r["name"] for r in cf.records(zone)] == ["slow.example.com"]
 
 
 def test_html_error_page_from_the_edge(cf: FakeCloudflare, client: cloudflare.Cloudflare, zone: str) -> None:

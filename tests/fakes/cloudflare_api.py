@@ -81,7 +81,9 @@ Fault injection
   ``fail(status, method=, path=, times=, ...)`` makes the next matching requests fail; ``path`` is a
   regex searched in the API path (``/zones/<id>/dns_records``).  ``after_apply=True`` performs the
   request first and then answers the fault (a write that happened although the client saw an
-  error, as after a timeout); ``delay`` holds the answer back (for client-timeout tests).
+  error); ``delay`` holds the answer back (for client-timeout tests) - with ``after_apply`` the
+  change is already made while the client waits, so a timed-out write can be checked at once.
+  Envelope code 7010 "Service unavailable" by default (what the API answers when a backend is down).
   ``rate_limit(retry_after=)`` answers 429 with a ``Retry-After`` header and code 971 "Please wait
   and consider throttling your request speed".  ``fail_success_false()`` answers 200 with
   ``success: false`` - the real API sometimes does this, and the SDK then returns ``None``.
@@ -102,6 +104,7 @@ import copy
 import ipaddress
 import json
 import re
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterable
@@ -128,6 +131,8 @@ PERMISSIONS: dict[str, str] = {
 
 RATE_LIMIT_CODE = 971
 RATE_LIMIT_MESSAGE = "Please wait and consider throttling your request speed"
+# What the API answers when a backend is down: `503 {"code": 7010, "message": "Service unavailable"}`.
+UNAVAILABLE_CODE = 7010
 CONFIG_INVALID_CODE = 1056
 PROXIABLE_TYPES = frozenset({"A", "AAAA", "CNAME"})
 ADDRESS_TYPES = frozenset({"A", "AAAA"})
@@ -286,7 +291,7 @@ class FakeCloudflare:
         if self._server is not None:
             return self
         handler = type("_BoundHandler", (_Handler,), {"fake": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server = _Server(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
         self._stopping.clear()
         # A short poll interval keeps stop() (and so every test's teardown) fast.
@@ -475,13 +480,15 @@ class FakeCloudflare:
     ) -> Fault:
         """Make the next ``times`` requests matching ``method`` and the ``path`` regex answer
         ``status`` with an error envelope (or ``raw_body``, e.g. an HTML 502 page from the edge).
+        The envelope's code defaults to 971 for 429 and to 7010 (the API's "Service unavailable")
+        otherwise.
         Faults are consulted before authentication, in the order they were added."""
         fault = Fault(
             status=status,
             method=method.upper() if method else None,
             path=re.compile(path) if path is not None else None,
             times=times,
-            code=code if code is not None else (RATE_LIMIT_CODE if status == 429 else 10000 + status % 100),
+            code=code if code is not None else (RATE_LIMIT_CODE if status == 429 else UNAVAILABLE_CODE),
             message=message or _default_fault_message(status),
             retry_after=retry_after,
             after_apply=after_apply,
@@ -505,8 +512,8 @@ class FakeCloudflare:
         method: str | None = None,
         path: str | None = None,
         times: int = 1,
-        code: int = 10000,
-        message: str = "Internal error",
+        code: int = 7010,
+        message: str = "Service unavailable",
         after_apply: bool = False,
     ) -> Fault:
         """Answer 200 OK with ``success: false`` and ``result: null``."""
@@ -563,15 +570,15 @@ class FakeCloudflare:
             fault = next((f for f in self._faults if f.matches(method, path)), None)
             if fault is not None:
                 fault.hits += 1
-        if fault is not None and fault.delay > 0:
-            self._stopping.wait(fault.delay)
-        if fault is not None and not fault.after_apply:
-            response = _fault_response(fault)
-        else:
+        if fault is None or fault.after_apply:
             with self._lock:
                 response = self._dispatch(method, path, query, headers, body)
-            if fault is not None:
-                response = _fault_response(fault)
+        if fault is not None:
+            # An after_apply fault has already written when its delay starts: a client that times
+            # out finds the change made, as against a real API that was merely slow to answer.
+            if fault.delay > 0:
+                self._stopping.wait(fault.delay)
+            response = _fault_response(fault)
         self._record_log(method, path, query, body, response.status)
         return response
 
@@ -1085,7 +1092,7 @@ def _no_route(path: str) -> ApiError:
 
 def _default_fault_message(status: int) -> str:
     return {
-        200: "Internal error",
+        200: "Service unavailable",
         429: RATE_LIMIT_MESSAGE,
         500: "Internal Server Error",
         502: "Bad Gateway",
@@ -1136,6 +1143,13 @@ _ROUTES: list[tuple[re.Pattern[str], dict[str, tuple[str, _Handler_t]]]] = [
         "PUT": ("cfd_tunnel:edit", FakeCloudflare._put_config),
     }),
 ]
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that timed out has closed its socket before a delayed answer: expected, not news.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
