@@ -1,0 +1,139 @@
+"""service_requests(): what each Service asks of the allocator, from the Service and its ServiceExposure.
+
+A Service can say what it wants in two places: on itself (``spec.loadBalancerIP`` and MetalLB's
+annotations, so Services written for MetalLB keep working) and in a ServiceExposure in the
+repo. Either place may be used alone. When both say something about the same thing, they must
+agree: different pools, addresses or sharing keys are a conflict that leaves the Service pending
+with a reason naming both sides, rather than one silently winning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from reconciler.allocator.values import Allocation, ServiceRequest
+from reconciler.ipranges import RangeSyntaxError, parse_ip
+from reconciler.live import (
+    ANNOTATION_POOL,
+    LOADBALANCER_CLASS,
+    METALLB_ADDRESS_POOL,
+    METALLB_ALLOW_SHARED_IP,
+    METALLB_LOADBALANCER_IPS,
+    LiveService,
+)
+from reconciler.models import ServiceExposure
+
+# MetalLB's pre-0.13 annotation prefix, still honoured by MetalLB when the new one is absent.
+_DEPRECATED = {
+    METALLB_ADDRESS_POOL: "metallb.universe.tf/address-pool",
+    METALLB_LOADBALANCER_IPS: "metallb.universe.tf/loadBalancerIPs",
+    METALLB_ALLOW_SHARED_IP: "metallb.universe.tf/allow-shared-ip",
+}
+METALLB_ALLOCATED_FROM_POOL = "metallb.io/ip-allocated-from-pool"
+
+
+def service_requests(services: Sequence[LiveService], exposures: Sequence[ServiceExposure],
+                     lb_class: str = LOADBALANCER_CLASS) -> tuple[list[ServiceRequest], list[Allocation]]:
+    """Requests to allocate, plus pending Allocations for Services whose wishes are invalid.
+
+    Services with another ``spec.loadBalancerClass`` belong to another controller and are left
+    out entirely. An exposure applies to the Service with its namespace/name; its ``pool``,
+    ``addresses`` and ``sharingKey`` combine with the Service's own settings as the module
+    docstring says. An invalid Service that already holds IPs is still returned as a request,
+    marked ``invalid``, so it keeps them (and nobody else takes them) until it is fixed.
+    """
+    by_key = {e.spec.service.key: e for e in exposures}
+    requests: list[ServiceRequest] = []
+    rejected: list[Allocation] = []
+    for svc in sorted(services, key=lambda s: s.key):
+        if svc.load_balancer_class is not None and svc.load_balancer_class != lb_class:
+            continue
+        problems: list[str] = []
+        exposure = by_key.get(svc.key)
+        requested = _requested(svc, exposure, problems)
+        pool = _agree("pool", exposure.spec.pool if exposure else None,
+                      svc, METALLB_ADDRESS_POOL, exposure, problems)
+        sharing = _agree("sharing key", exposure.spec.sharingKey if exposure else None,
+                         svc, METALLB_ALLOW_SHARED_IP, exposure, problems)
+        invalid = "; ".join(problems) if problems else None
+        if invalid is not None and not svc.ingress:
+            rejected.append(Allocation(svc.key, pending_reason=invalid))
+            continue
+        requests.append(ServiceRequest(
+            key=svc.key,
+            namespace=svc.namespace,
+            labels=svc.labels,
+            current=tuple(svc.ingress),
+            requested=requested,
+            pool=pool,
+            sharing_key=sharing,
+            ports=tuple(svc.ports),
+            external_traffic_policy=svc.external_traffic_policy,
+            selector=svc.selector,
+            ip_family_policy=svc.ip_family_policy,
+            ip_families=tuple(svc.ip_families),
+            current_pool=(svc.annotations.get(ANNOTATION_POOL)
+                          or svc.annotations.get(METALLB_ALLOCATED_FROM_POOL)),
+            invalid=invalid,
+        ))
+    return requests, rejected
+
+
+def _annotation(svc: LiveService, name: str) -> str | None:
+    value = svc.annotations.get(name)
+    if value is None:
+        value = svc.annotations.get(_DEPRECATED[name])
+    value = value.strip() if value is not None else None
+    return value or None  # an empty annotation asks for nothing (MetalLB)
+
+
+def _agree(what: str, from_exposure: str | None, svc: LiveService, annotation: str,
+           exposure: ServiceExposure | None, problems: list[str]) -> str | None:
+    from_service = _annotation(svc, annotation)
+    if from_exposure is not None and from_service is not None and from_exposure != from_service:
+        assert exposure is not None
+        problems.append(f"ServiceExposure {exposure.metadata.name} sets {what} {from_exposure!r} but "
+                        f"the Service's {annotation} annotation says {from_service!r}; "
+                        f"make them agree or drop one")
+        return None
+    return from_exposure if from_exposure is not None else from_service
+
+
+def _normalise(texts: Sequence[str], where: str, problems: list[str]) -> tuple[str, ...] | None:
+    out = []
+    for text in texts:
+        try:
+            out.append(str(parse_ip(text)))
+        except RangeSyntaxError:
+            problems.append(f"{where}: {text.strip()!r} is not an IP address")
+            return None
+    return tuple(out)
+
+
+def _requested(svc: LiveService, exposure: ServiceExposure | None, problems: list[str]) -> tuple[str, ...]:
+    field_value = (svc.load_balancer_ip or "").strip()
+    annotation = _annotation(svc, METALLB_LOADBALANCER_IPS)
+    on_service: tuple[str, ...] | None = ()
+    source = ""
+    if field_value and annotation:
+        problems.append(f"the Service sets both spec.loadBalancerIP and the {METALLB_LOADBALANCER_IPS} "
+                        f"annotation; keep one")
+        on_service = None
+    elif annotation:
+        source = f"the {METALLB_LOADBALANCER_IPS} annotation"
+        on_service = _normalise(annotation.split(","), source, problems)
+    elif field_value:
+        source = "spec.loadBalancerIP"
+        on_service = _normalise([field_value], source, problems)
+    in_exposure: tuple[str, ...] | None = ()
+    if exposure is not None and exposure.spec.addresses:
+        in_exposure = _normalise(exposure.spec.addresses,
+                                 f"ServiceExposure {exposure.metadata.name} spec.addresses", problems)
+    if on_service is None or in_exposure is None:
+        return ()
+    if on_service and in_exposure and set(on_service) != set(in_exposure):
+        assert exposure is not None
+        problems.append(f"ServiceExposure {exposure.metadata.name} requests {', '.join(in_exposure)} but "
+                        f"{source} requests {', '.join(on_service)}; make them agree or drop one")
+        return ()
+    return in_exposure or on_service
