@@ -116,7 +116,8 @@ _DELETE = object()
      "announcements[0].candidates[1]: node 'node-z' is not in nodes"),
     (["announcements", 0, "candidates"], ["node-a", "node-a"],
      "announcements[0].candidates[1]: 'node-a' is listed twice"),
-    (["announcements", 0, "interfaces"], "eth0", "announcements[0].interfaces: expected a list, got a string"),
+    (["announcements", 0, "interfaces"], "eth0",
+     "announcements[0].interfaces: expected a list, got a string"),
     (["announcements", 0, "interfaces"], [""], "announcements[0].interfaces[0]: must not be empty"),
     (["announcements", 0, "weight"], 1, "announcements[0]: unknown field 'weight'"),
 ])
@@ -137,7 +138,7 @@ def test_duplicate_ip_names_both_entries() -> None:
 
 @pytest.mark.parametrize("text", ["", "{", "[]", "null", b"\xff\xfe"])
 def test_not_json_or_not_an_object(text: str | bytes) -> None:
-    with pytest.raises(StateError, match="^src: "):
+    with pytest.raises(StateError, match=r"^src: "):
         decode_table(text, source="src")
 
 
@@ -188,6 +189,6 @@ def test_ten_thousand_ips_fit_in_a_configmap() -> None:
     ({CONFIGMAP_KEY: "{"}, None, "key announcements.json: not valid JSON"),
 ])
 def test_bad_configmaps(data: dict[str, str] | None, binary: dict[str, str] | None, message: str) -> None:
-    with pytest.raises(StateError, match="^ConfigMap portside-announcements") as info:
+    with pytest.raises(StateError, match=r"^ConfigMap portside-announcements") as info:
         table_from_configmap(data, binary)
     assert message in str(info.value)
