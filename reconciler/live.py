@@ -112,6 +112,9 @@ class LiveZone:
 @dataclass(frozen=True)
 class LiveState:
     services: tuple[LiveService, ...] = ()
+    # Stand-ins that still hold IPs but whose Service is gone (local mode: exposure removed);
+    # a real cluster has none, since a deleted Service takes its status with it.
+    released: tuple[LiveService, ...] = ()
     nodes: tuple[LiveNode, ...] = ()
     namespace_labels: dict[str, dict[str, str]] = field(default_factory=dict)
     # service key -> nodes with a ready endpoint (for externalTrafficPolicy: Local)

@@ -1,0 +1,56 @@
+"""The Cloudflare side of every backend: local tunnels as files, remote ones through the API.
+
+Both the local and the Kubernetes backend hold one of these, so tunnels and DNS plan and apply
+the same way whatever runs the cluster side.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from reconciler.backends.base import ApplyReport
+from reconciler.desired import DesiredState
+from reconciler.live import LiveTunnel, LiveZone
+from reconciler.plan import Change, Plan
+from reconciler.providers.cloudflare import CloudflareProvider
+from reconciler.tunnels.local import read_local_tunnels, write_local_tunnel
+
+TUNNEL_KINDS = ("Tunnel", "TunnelConfiguration", "DNSRecord")
+
+
+def local_config_artifact(name: str) -> str:
+    return f"cloudflared/{name}.yml"
+
+
+class TunnelSide:
+    def __init__(self, state_dir: Path, cloudflare: CloudflareProvider | None) -> None:
+        self.state_dir = state_dir
+        self.cloudflare = cloudflare
+
+    def read(self, desired: DesiredState) -> tuple[dict[str, LiveTunnel], dict[str, LiveZone]]:
+        tunnels = read_local_tunnels(self.state_dir, desired)
+        zones: dict[str, LiveZone] = {}
+        if self.cloudflare is not None:
+            remote, zones = self.cloudflare.read(desired)
+            tunnels.update(remote)
+        return tunnels, zones
+
+    def apply(self, plan: Plan) -> ApplyReport:
+        report = ApplyReport()
+        remote: list[Change] = []
+        for change in plan.actionable:
+            if change.target.kind not in TUNNEL_KINDS:
+                continue
+            if change.target.kind == "TunnelConfiguration" and change.detail.get("mode") == "local":
+                config = plan.artifacts[local_config_artifact(change.target.id)]
+                write_local_tunnel(self.state_dir, change.target.id, config)
+                report.applied += 1
+            else:
+                remote.append(change)
+        if remote and self.cloudflare is None:
+            report.errors.append(f"{len(remote)} Cloudflare change(s) not applied: set CLOUDFLARE_API_TOKEN "
+                                 "(a token with Cloudflare Tunnel:Edit and DNS:Edit)")
+        elif remote and self.cloudflare is not None:
+            outcome = self.cloudflare.apply(remote)
+            report.merge(ApplyReport(outcome.applied, list(outcome.errors)))
+        return report

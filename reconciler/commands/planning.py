@@ -1,0 +1,58 @@
+"""What `diff` and `apply` share: the PATH argument, the backend, the plan and its rendering."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from reconciler.backends import Backend, add_backend_arguments, select_backend
+from reconciler.desired import DesiredState
+from reconciler.engine import ApplyPolicy, plan_against
+from reconciler.plan import Plan
+from reconciler.render import FORMATS, render
+from reconciler.validate import load_desired_state
+
+
+def add_plan_arguments(parser: argparse.ArgumentParser, *, snapshot: bool) -> None:
+    parser.add_argument("path", nargs="?", type=Path, default=Path("."), metavar="PATH",
+                        help="the repo (or directory) of desired-state YAML (default: .)")
+    parser.add_argument("--format", choices=FORMATS, default="text",
+                        help="text (terraform-like), json (stable, for tools), markdown (for a PR comment)")
+    parser.add_argument("--revision", default=None,
+                        help="the git commit the YAML came from, recorded in the plan and the "
+                        "announcement table (default: HEAD of PATH's repo, if it is one)")
+    add_backend_arguments(parser, snapshot=snapshot)
+
+
+def policy_from(args: argparse.Namespace, *, dry_run: bool) -> ApplyPolicy:
+    return ApplyPolicy(
+        max_delete_fraction=getattr(args, "max_delete_fraction", 0.5),
+        allow_mass_delete=getattr(args, "allow_mass_delete", False),
+        dry_run=dry_run,
+        owner_id=args.owner_id,
+    )
+
+
+def git_head(path: Path) -> str | None:
+    """The commit PATH is at, when it is inside a git work tree (for the plan's revision)."""
+    try:
+        import git
+
+        repo = git.Repo(path, search_parent_directories=True)
+        return str(repo.head.commit.hexsha)
+    except Exception:  # not a repo, no commits yet, no git binary: no revision, not an error
+        return None
+
+
+def load_and_plan(args: argparse.Namespace, policy: ApplyPolicy) -> tuple[DesiredState, Backend, Plan]:
+    revision = args.revision or git_head(args.path)
+    desired = load_desired_state(args.path, revision)
+    backend = select_backend(args)
+    _, plan = plan_against(desired, backend, policy)
+    return desired, backend, plan
+
+
+def show(plan: Plan, fmt: str) -> None:
+    sys.stdout.write(render(plan, fmt, sys.stdout))
+    sys.stdout.flush()

@@ -1,0 +1,178 @@
+"""The planner (pure): DesiredState + LiveState -> Plan.
+
+Three parts, each keyed the same way on both sides and joined:
+
+  Services        allocation (IPs + pool)      vs  status.loadBalancer.ingress + portside.io/pool
+  Announcements   the table built from them    vs  the published table, per IP
+  Tunnels / DNS   routes resolved to the IPs   vs  Cloudflare (or the cloudflared config files)
+
+Case matrix for a Service (desired = the allocation, live = status):
+  no IPs live, IPs allocated      -> create   ("assign")
+  IPs live, other IPs allocated   -> update   (revocation or move, with the allocator's reason)
+  IPs live, none allocated        -> delete   (revoked: pool gone, exposure removed, ...)
+  none either way, pending reason -> conflict (shown, never acted on)
+  equal                           -> no-op
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+
+from reconciler.allocator import Allocation, allocate, service_requests
+from reconciler.announce import build_table
+from reconciler.announcement_table import (
+    Announcement,
+    AnnouncementTable,
+    decode_table,
+    encode_table,
+    table_to_json,
+)
+from reconciler.desired import DesiredState
+from reconciler.errors import StateError
+from reconciler.ipranges import parse_ip, parse_range
+from reconciler.live import ANNOTATION_POOL, LiveService, LiveState
+from reconciler.plan import JSON, Change, Plan, Target, ordered
+from reconciler.tunnels.plan import plan_tunnels
+
+ANNOUNCEMENTS_ARTIFACT = "announcements.json"
+NODES_ID = "(nodes)"
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    owner_id: str = "portside"
+
+
+def make_plan(desired: DesiredState, live: LiveState, options: PlanOptions | None = None) -> Plan:
+    """Everything apply would do to make ``live`` match ``desired``, in apply order."""
+    options = options or PlanOptions()
+    requests, rejected = service_requests(live.services, desired.exposures)
+    allocations = [*rejected, *allocate(desired.pools, requests, live.namespace_labels)]
+    allocations.sort(key=lambda a: a.key)
+
+    allocations = _keep_when_unmet(allocations, desired, live)
+    changes = [_service_change(a, live.service(a.key)) for a in allocations]
+    changes.extend(
+        Change(Target("Service", s.key), "delete", _service_state(s.ingress, s.annotations.get(ANNOTATION_POOL)),
+               None, f"revoke {', '.join(s.ingress)}: the Service is gone")
+        for s in live.released if s.ingress
+    )
+
+    published = _published_table(live)
+    fresh = build_table(
+        desired.advertisements, desired.pools, allocations, live.services, live.nodes,
+        live.ready_endpoint_nodes, generation=published.generation if published else 0,
+        revision=desired.revision or "",
+    )
+    announcement_changes = _announcement_changes(published, fresh)
+    changes.extend(announcement_changes)
+    artifacts: dict[str, JSON] = {}
+    if announcement_changes and any(c.action != "no-op" for c in announcement_changes):
+        # A new table gets the next generation so speakers can tell it from the old one.
+        next_generation = (published.generation if published else 0) + 1
+        fresh = AnnouncementTable(next_generation, fresh.revision, fresh.heartbeat, fresh.nodes,
+                                  fresh.announcements)
+        artifacts[ANNOUNCEMENTS_ARTIFACT] = encode_table(fresh)
+
+    service_ips = {a.key: a.ips for a in allocations if a.ips}
+    tunnel_plan = plan_tunnels(desired, live.tunnels, live.zones, service_ips, options.owner_id)
+    changes.extend(tunnel_plan.changes)
+    artifacts.update(tunnel_plan.artifacts)
+
+    warnings = [f"{a.key} stays pending: {a.pending_reason}" for a in allocations
+                if not a.ips and a.pending_reason]
+    warnings.extend(tunnel_plan.warnings)
+    return Plan(ordered(changes), desired.revision, artifacts, tuple(warnings))
+
+
+def _service_state(ips: Sequence[str], pool: str | None) -> JSON:
+    return {"ingress": list(ips), "pool": pool}
+
+
+def _keep_when_unmet(allocations: list[Allocation], desired: DesiredState, live: LiveState) -> list[Allocation]:
+    """A wish that cannot be met (a requested IP someone else holds) must not take a working
+    Service off the network: it keeps IPs that are still inside a pool and held by no one else,
+    and the plan shows the conflict to fix (MetalLB would drop them; a typo should not)."""
+    held = {ip for a in allocations for ip in a.ips}
+    ranges = [parse_range(text) for pool in desired.pools for text in pool.spec.addresses]
+    kept = []
+    for a in allocations:
+        service = live.service(a.key)
+        current = service.ingress if service else ()
+        if (not a.ips and a.pending_reason and current
+                and all(ip not in held and any(r.contains(parse_ip(ip)) for r in ranges) for ip in current)):
+            pool = service.annotations.get(ANNOTATION_POOL) if service else None
+            a = replace(a, ips=tuple(current), pool=pool, revoked=(), revoke_reason=None, pending_reason=None,
+                        warning=f"keeps {', '.join(current)}: {a.pending_reason}")
+        kept.append(a)
+    return kept
+
+
+def _service_change(allocation: Allocation, live: LiveService | None) -> Change:
+    target = Target("Service", allocation.key)
+    live_ips = tuple(live.ingress) if live else ()
+    live_pool = live.annotations.get(ANNOTATION_POOL) if live else None
+    before = _service_state(live_ips, live_pool) if live_ips else None
+    after = _service_state(allocation.ips, allocation.pool) if allocation.ips else None
+    if not allocation.ips and not live_ips:
+        return Change(target, "conflict" if allocation.pending_reason else "no-op", None, None,
+                      allocation.pending_reason or "not exposed")
+    if not live_ips:
+        return Change(target, "create", None, after,
+                      f"assign {', '.join(allocation.ips)} from pool {allocation.pool}")
+    if allocation.warning and set(live_ips) == set(allocation.ips):
+        return Change(target, "conflict", before, after, allocation.warning)
+    if not allocation.ips:
+        why = allocation.revoke_reason or allocation.pending_reason or "no longer exposed"
+        return Change(target, "delete", before, None, f"revoke {', '.join(live_ips)}: {why}")
+    if set(live_ips) == set(allocation.ips) and live_pool == allocation.pool:
+        return Change(target, "no-op", before, after, "up to date")
+    if set(live_ips) == set(allocation.ips):
+        return Change(target, "update", before, after, f"record pool {allocation.pool}")
+    why = allocation.revoke_reason or "allocation changed"
+    return Change(target, "update", before, after,
+                  f"move {', '.join(live_ips)} -> {', '.join(allocation.ips)}: {why}")
+
+
+def _published_table(live: LiveState) -> AnnouncementTable | None:
+    if live.announcements is None:
+        return None
+    try:
+        return decode_table(live.announcements, "the published announcement table")
+    except StateError:
+        return None  # unreadable: planned as absent, so apply rewrites it whole
+
+
+def _announcement_json(a: Announcement) -> JSON:
+    return {"service": a.service, "interfaces": list(a.interfaces), "candidates": list(a.candidates)}
+
+
+def _ip_sort_key(ip: str) -> tuple[int, int]:
+    address = parse_ip(ip)
+    return (address.version, int(address))
+
+
+def _announcement_changes(published: AnnouncementTable | None, fresh: AnnouncementTable) -> list[Change]:
+    old: Mapping[str, Announcement] = {a.ip: a for a in published.announcements} if published else {}
+    new: Mapping[str, Announcement] = {a.ip: a for a in fresh.announcements}
+    changes = []
+    for ip in sorted(old.keys() | new.keys(), key=_ip_sort_key):
+        target = Target("Announcement", ip)
+        before = _announcement_json(old[ip]) if ip in old else None
+        after = _announcement_json(new[ip]) if ip in new else None
+        if before is None:
+            changes.append(Change(target, "create", None, after, f"announce for {new[ip].service}"))
+        elif after is None:
+            changes.append(Change(target, "delete", before, None, "no longer assigned or advertised"))
+        elif before != after:
+            changes.append(Change(target, "update", before, after, "candidates or interfaces changed"))
+        else:
+            changes.append(Change(target, "no-op", before, after, "up to date"))
+    fresh_json, published_json = table_to_json(fresh), table_to_json(published) if published else None
+    nodes_before = {k: published_json[k] for k in ("nodes", "heartbeat")} if published_json else None
+    nodes_after = {k: fresh_json[k] for k in ("nodes", "heartbeat")}
+    if (published is None and fresh.announcements) or (published is not None and nodes_before != nodes_after):
+        changes.append(Change(Target("Announcement", NODES_ID), "create" if published is None else "update",
+                              nodes_before, nodes_after, "speaker membership or heartbeat settings"))
+    return changes

@@ -1,0 +1,102 @@
+"""Render a Plan as text (terraform-like), JSON (the stable contract) or Markdown (a PR comment)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from typing import IO
+
+from reconciler.plan import JSON, Change, Plan
+
+SYMBOLS = {"create": "+", "update": "~", "delete": "-", "conflict": "!", "no-op": " "}
+COLOURS = {"create": "32", "update": "33", "delete": "31", "conflict": "35"}  # ANSI green/yellow/red/magenta
+FORMATS = ("text", "json", "markdown")
+
+
+def use_colour(stream: IO[str]) -> bool:
+    """Colour only on a terminal, and never when NO_COLOR is set (https://no-color.org)."""
+    return stream.isatty() and not os.environ.get("NO_COLOR")
+
+
+def _compact(value: JSON) -> str:
+    return json.dumps(value, sort_keys=True, separators=(", ", ": "))
+
+
+def _field_lines(change: Change) -> list[str]:
+    """``key: before -> after`` for each field that differs (whole values for create/delete)."""
+    before, after = change.before, change.after
+    if isinstance(before, dict) and isinstance(after, dict):
+        keys = sorted(before.keys() | after.keys())
+        return [f"{k}: {_compact(before.get(k))} -> {_compact(after.get(k))}"
+                for k in keys if before.get(k) != after.get(k)]
+    if isinstance(before, list) and isinstance(after, list):
+        removed = [item for item in before if item not in after]
+        added = [item for item in after if item not in before]
+        return [f"- {_compact(item)}" for item in removed] + [f"+ {_compact(item)}" for item in added]
+    shown = after if after is not None else before
+    if isinstance(shown, dict):
+        return [f"{k}: {_compact(v)}" for k, v in sorted(shown.items())]
+    if isinstance(shown, list):
+        return [_compact(item) for item in shown]
+    return [] if shown is None else [_compact(shown)]
+
+
+def summary_line(plan: Plan) -> str:
+    s = plan.summary()
+    if not plan.has_changes:
+        return "No changes. The live state matches the desired state."
+    return (f"Plan: {s['create']} to create, {s['update']} to update, {s['delete']} to delete, "
+            f"{s['conflict']} conflict(s).")
+
+
+def render_text(plan: Plan, colour: bool = False) -> str:
+    def paint(action: str, text: str) -> str:
+        return f"\033[{COLOURS[action]}m{text}\033[0m" if colour and action in COLOURS else text
+
+    lines: list[str] = []
+    if plan.revision:
+        lines.append(f"revision {plan.revision}")
+    for change in plan.visible:
+        lines.append(paint(change.action, f"{SYMBOLS[change.action]} {change.target}") + f"  ({change.reason})")
+        lines.extend(f"    {line}" for line in _field_lines(change))
+    lines.extend(f"warning: {w}" for w in plan.warnings)
+    lines.append(summary_line(plan))
+    return "\n".join(lines) + "\n"
+
+
+def render_json(plan: Plan) -> str:
+    return json.dumps(plan.as_dict(), indent=2, sort_keys=True) + "\n"
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(plan: Plan) -> str:
+    title = "### portside plan" + (f" for `{plan.revision[:12]}`" if plan.revision else "")
+    lines = [title, "", f"**{summary_line(plan)}**", ""]
+    if plan.has_changes:
+        lines += ["| | target | change | reason |", "|---|---|---|---|"]
+        for change in plan.visible:
+            detail = "<br>".join(_md_cell(f"`{line}`") for line in _field_lines(change)[:8])
+            lines.append(f"| {SYMBOLS[change.action]} {change.action} | `{_md_cell(str(change.target))}` "
+                         f"| {detail} | {_md_cell(change.reason)} |")
+        lines.append("")
+    if plan.warnings:
+        lines += ["<details><summary>warnings</summary>", ""]
+        lines += [f"- {_md_cell(w)}" for w in plan.warnings]
+        lines += ["", "</details>", ""]
+    return "\n".join(lines)
+
+
+RENDERERS: dict[str, Callable[[Plan], str]] = {
+    "json": render_json,
+    "markdown": render_markdown,
+}
+
+
+def render(plan: Plan, fmt: str, stream: IO[str]) -> str:
+    if fmt == "text":
+        return render_text(plan, colour=use_colour(stream))
+    return RENDERERS[fmt](plan)

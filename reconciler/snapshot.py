@@ -1,0 +1,109 @@
+"""LiveState <-> JSON, so CI can diff a pull request against saved live state, with no credentials.
+
+A snapshot holds no secrets: Services, Nodes, the published announcement table, tunnel ingress
+rules and DNS records are what `kubectl get` and the Cloudflare dashboard show anyway.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from reconciler.atomic import write_atomic
+from reconciler.backends.base import ApplyReport
+from reconciler.desired import DesiredState
+from reconciler.errors import StateError, UsageError
+from reconciler.live import (
+    DNSRecord,
+    IngressRule,
+    LiveNode,
+    LiveService,
+    LiveState,
+    LiveTunnel,
+    LiveZone,
+    ServicePort,
+)
+from reconciler.plan import Plan
+
+SNAPSHOT_VERSION = 1
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in sorted(value.items())}
+    if isinstance(value, (tuple, list, frozenset, set)):
+        items = [_plain(v) for v in value]
+        return sorted(items) if isinstance(value, (frozenset, set)) else items
+    return value
+
+
+def state_to_json(state: LiveState) -> dict[str, Any]:
+    return {"version": SNAPSHOT_VERSION, "live": _plain(state)}
+
+
+def _service(raw: dict[str, Any]) -> LiveService:
+    fields = dict(raw)
+    fields["ports"] = tuple(ServicePort(**p) for p in raw.get("ports", []))
+    fields["ip_families"] = tuple(raw.get("ip_families", ("IPv4",)))
+    fields["ingress"] = tuple(raw.get("ingress", ()))
+    return LiveService(**fields)
+
+
+def _tunnel(raw: dict[str, Any]) -> LiveTunnel:
+    fields = dict(raw)
+    ingress = raw.get("ingress")
+    fields["ingress"] = None if ingress is None else tuple(IngressRule(**r) for r in ingress)
+    return LiveTunnel(**fields)
+
+
+def _zone(raw: dict[str, Any]) -> LiveZone:
+    fields = dict(raw)
+    fields["records"] = tuple(DNSRecord(**r) for r in raw.get("records", []))
+    return LiveZone(**fields)
+
+
+def state_from_json(raw: Any, source: str) -> LiveState:
+    if not isinstance(raw, dict) or raw.get("version") != SNAPSHOT_VERSION or "live" not in raw:
+        raise StateError(f"{source}: not a portside snapshot (version {SNAPSHOT_VERSION})")
+    live = raw["live"]
+    try:
+        return LiveState(
+            services=tuple(_service(s) for s in live.get("services", [])),
+            released=tuple(_service(s) for s in live.get("released", [])),
+            nodes=tuple(LiveNode(**n) for n in live.get("nodes", [])),
+            namespace_labels=dict(live.get("namespace_labels", {})),
+            ready_endpoint_nodes={k: frozenset(v) for k, v in live.get("ready_endpoint_nodes", {}).items()},
+            announcements=live.get("announcements"),
+            tunnels={k: _tunnel(v) for k, v in live.get("tunnels", {}).items()},
+            zones={k: _zone(v) for k, v in live.get("zones", {}).items()},
+        )
+    except (TypeError, AttributeError) as exc:
+        raise StateError(f"{source}: malformed snapshot ({exc})") from exc
+
+
+def save_snapshot(state: LiveState, path: Path) -> None:
+    write_atomic(path, json.dumps(state_to_json(state), indent=1, sort_keys=True) + "\n")
+
+
+class SnapshotBackend:
+    """Read-only: the live state as it was saved. Good for `diff`, refused for `apply`."""
+
+    read_only = True
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.description = f"snapshot {path}"
+
+    def read(self, desired: DesiredState) -> LiveState:
+        try:
+            raw = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise StateError(f"{self.path}: cannot read snapshot ({exc})") from exc
+        return state_from_json(raw, str(self.path))
+
+    def apply(self, plan: Plan) -> ApplyReport:
+        raise UsageError("a snapshot is read-only: use it with `portside diff`, not `apply`")
