@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,7 @@ def example() -> DesiredState:
 IPS = {"default/blog": ("192.168.1.100",)}
 
 
-def apply_local(state: Path, ds: DesiredState, ips: dict[str, tuple[str, ...]]) -> list[str]:
+def apply_local(state: Path, ds: DesiredState, ips: Mapping[str, tuple[str, ...]]) -> list[str]:
     plan = plan_tunnels(ds, read_local_tunnels(state, ds), {}, ips, "test")
     written = []
     for change in plan.changes:

@@ -1,0 +1,1 @@
+"""Live providers: the shells that talk to Kubernetes and Cloudflare."""
