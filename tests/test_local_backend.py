@@ -1,0 +1,135 @@
+"""The embedded default end to end: `portside apply example-repo` with no cluster at all."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from reconciler.announcement_table import decode_table
+from tests.conftest import run_cli, write_repo
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "example-repo"
+
+
+@pytest.fixture
+def example(tmp_path: Path) -> Path:
+    copy = tmp_path / "example-repo"
+    shutil.copytree(EXAMPLE, copy)
+    return copy
+
+
+def state(state_dir: Path) -> dict[str, object]:
+    return dict(json.loads((state_dir / "state.json").read_text()))
+
+
+def test_apply_example_on_a_fresh_machine_then_nothing_to_do(example: Path, tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    first = run_cli("apply", str(example), "--state", str(state_dir))
+    assert first.code == 0, first.err
+    assert "+ Service default/blog" in first.out
+    services = state(state_dir)["services"]
+    assert services == {"default/blog": {"ingress": ["192.168.1.100"], "pool": "home-pool"}}
+    table = decode_table((state_dir / "announcements.json").read_text())
+    assert [(a.ip, a.service) for a in table.announcements] == [("192.168.1.100", "default/blog")]
+    config = (state_dir / "cloudflared" / "home.yml").read_text()
+    assert "hostname: blog.example.dev" in config and "service: http://192.168.1.100:80" in config
+
+    second = run_cli("apply", str(example), "--state", str(state_dir))
+    assert second.code == 0 and "No changes" in second.out
+    assert run_cli("diff", str(example), "--state", str(state_dir), "--exit-code").code == 0
+
+
+def test_the_default_backend_is_dot_portside_in_the_working_directory(
+        example: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = subprocess.run([sys.executable, "-m", "reconciler", "apply", str(example)],
+                            capture_output=True, text=True, env={**os.environ}, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / ".portside" / "state.json").exists()
+    again = subprocess.run([sys.executable, "-m", "reconciler", "diff", str(example), "--exit-code"],
+                           capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0, again.stdout + again.stderr
+
+
+def test_diff_exit_codes(example: Path, tmp_path: Path) -> None:
+    state_dir = str(tmp_path / "state")
+    assert run_cli("diff", str(example), "--state", state_dir, "--exit-code").code == 2
+    assert run_cli("diff", str(example), "--state", state_dir).code == 0
+    broken = write_repo(tmp_path / "broken", {"x.yaml": "kind: Nope\n"})
+    failed = run_cli("diff", str(broken), "--state", state_dir, "--exit-code")
+    assert failed.code == 1 and "x.yaml:1:7" in failed.err
+    assert not (tmp_path / "state").exists()  # a broken repo writes nothing
+
+
+def test_changing_the_pool_moves_the_ip_and_the_route_in_one_plan(example: Path, tmp_path: Path) -> None:
+    state_dir = str(tmp_path / "state")
+    assert run_cli("apply", str(example), "--state", state_dir).code == 0
+    write_repo(example, {"metallb/dmz.yaml": """
+        apiVersion: metallb.io/v1beta1
+        kind: IPAddressPool
+        metadata: {name: dmz, namespace: metallb-system}
+        spec:
+          addresses: [10.20.0.0/28]
+    """})
+    blog = example / "services" / "blog.yaml"
+    blog.write_text(blog.read_text().replace("pool: home-pool", "pool: dmz"))
+    plan = json.loads(run_cli("diff", str(example), "--state", state_dir, "--format", "json").out)
+    targets = {(c["target"]["kind"], c["target"]["id"]): c for c in plan["changes"]}
+    service = targets[("Service", "default/blog")]
+    assert service["action"] == "update" and service["after"]["ingress"] == ["10.20.0.0"]
+    route = targets[("TunnelConfiguration", "home")]
+    assert route["after"][0]["service"] == "http://10.20.0.0:80"
+    assert targets[("Announcement", "192.168.1.100")]["action"] == "delete"
+    # The L2Advertisement names home-pool only: nothing answers ARP for dmz, and the plan says so.
+    assert ("Announcement", "10.20.0.0") not in targets
+    assert any("10.20.0.0" in w and "L2Advertisement" in w for w in plan["warnings"])
+    assert run_cli("apply", str(example), "--state", state_dir).code == 0
+    assert "http://10.20.0.0:80" in (Path(state_dir) / "cloudflared" / "home.yml").read_text()
+
+
+def test_removing_an_exposure_revokes_its_ip(example: Path, tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    assert run_cli("apply", str(example), "--state", str(state_dir)).code == 0
+    (example / "services" / "blog.yaml").unlink()
+    result = run_cli("apply", str(example), "--state", str(state_dir))
+    assert result.code == 0, result.err
+    assert "- Service default/blog" in result.out
+    assert state(state_dir)["services"] == {}
+    assert decode_table((state_dir / "announcements.json").read_text()).announcements == ()
+
+
+def test_a_crash_half_way_converges_on_the_next_run(example: Path, tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    assert run_cli("apply", str(example), "--state", str(state_dir)).code == 0
+    # As if the process died after writing the announcement table but before state.json.
+    (state_dir / "state.json").write_text(json.dumps({"version": 1, "services": {}}))
+    result = run_cli("apply", str(example), "--state", str(state_dir))
+    assert result.code == 0
+    assert state(state_dir)["services"] == {"default/blog": {"ingress": ["192.168.1.100"], "pool": "home-pool"}}
+    assert "No changes" in run_cli("diff", str(example), "--state", str(state_dir)).out
+
+
+def test_a_corrupt_state_file_is_an_error_that_says_where(example: Path, tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    (state_dir / "state.json").write_text("{not json")
+    result = run_cli("apply", str(example), "--state", str(state_dir))
+    assert result.code == 1 and "state.json" in result.err
+    assert (state_dir / "state.json").read_text() == "{not json"
+
+
+def test_markdown_and_json_formats_show_the_same_plan(example: Path, tmp_path: Path) -> None:
+    state_dir = str(tmp_path / "state")
+    plan = json.loads(run_cli("diff", str(example), "--state", state_dir, "--format", "json").out)
+    assert plan["summary"] == {"create": 4, "update": 0, "delete": 0, "conflict": 0}
+    assert {c["action"] for c in plan["changes"]} == {"create"}
+    markdown = run_cli("diff", str(example), "--state", state_dir, "--format", "markdown").out
+    assert markdown.startswith("### portside plan")
+    for change in plan["changes"]:
+        assert f"`{change['target']['kind']} {change['target']['id']}`" in markdown
