@@ -288,6 +288,8 @@ def test_lease_replace_needs_resource_version_and_put_creates(target: Target) ->
         leases.replace_namespaced_lease("other", ns, {"metadata": {"name": "other"}, "spec": {}})
     body = status_of(err.value)
     assert (err.value.status, body["details"]["causes"][0]["field"]) == (422, "metadata.resourceVersion")
+    assert body["message"] == ('leases.coordination.k8s.io "other" is invalid: metadata.resourceVersion: '
+                               "Invalid value: 0x0: must be specified for an update")
 
 
 # --- status subresource and no-op writes -----------------------------------------------------
@@ -308,12 +310,13 @@ def test_status_subresource_semantics(target: Target) -> None:
     assert after_put.metadata.annotations == {"portside.io/pool": "home"}
 
     after_put.spec.session_affinity = "ClientIP"
-    after_put.metadata.annotations = {"changed": "no"}
     after_put.status.load_balancer.ingress[0].ip = "192.0.2.11"
-    after_status = core.replace_namespaced_service_status("web", ns, after_put)  # only status changes
+    after_status = core.replace_namespaced_service_status("web", ns, after_put)  # spec is ignored
     assert after_status.status.load_balancer.ingress[0].ip == "192.0.2.11"
     assert after_status.spec.session_affinity == "None"
-    assert after_status.metadata.annotations == {"portside.io/pool": "home"}
+    patched = core.patch_namespaced_service_status("web", ns, {"spec": {"sessionAffinity": "ClientIP"}})
+    assert patched.spec.session_affinity == "None"
+    assert patched.metadata.resource_version == after_status.metadata.resource_version  # a no-op
 
 
 def test_an_update_that_changes_nothing_keeps_the_resource_version(target: Target) -> None:

@@ -21,7 +21,8 @@ Server behaviours reproduced:
   require one (422), others allow unconditional updates; Leases and Events may be created by PUT
   (AllowCreateOnUpdate), the others 404; a name differing from the URL is 400.
 - Status subresource (Services, Nodes, Namespaces): writes to the main resource keep the old
-  status; PUT/PATCH to /status change only status.  A Service's status is dropped on create.
+  status; PUT/PATCH to /status keep the old spec (metadata written there is kept, as the real
+  status strategies only reset spec).  A Service's status is dropped on create.
 - An update that changes nothing is a no-op: same resourceVersion, no watch event.
 - Defaulting as the real registry does it for the fields portside reads: Service type, clusterIP
   (and clusterIPs, ipFamilies, ipFamilyPolicy), port protocol and targetPort, nodePorts for
@@ -206,6 +207,16 @@ def _rejected(cause: str) -> _ApiError:
     """422 as NewGenericServerResponse builds it for JSON patch failures."""
     return _ApiError(422, "the server rejected our request due to an error in our request",
                      details={"causes": [{"reason": "UnexpectedServerResponse", "message": cause}]})
+
+
+@dataclass(frozen=True)
+class _GoValue:
+    """A value shown as Go's %#v shows it (unquoted), e.g. 0x0 for a uint64 zero."""
+
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
 
 
 @dataclass(frozen=True)
@@ -1308,10 +1319,13 @@ class FakeKube:
         rv = obj["metadata"].get("resourceVersion")
         if rv and rv != old["metadata"]["resourceVersion"]:
             raise _conflict(kind, name, _STALE)
-        if sub == "status":  # only status changes; spec and metadata stay as stored
-            new = copy.deepcopy(old)
-            new["status"] = obj.get("status", {})
-            obj = new
+        if sub == "status":
+            # The status strategies of Services, Nodes and Namespaces reset only spec: metadata
+            # (labels, annotations) written through /status is kept, as on a real server.
+            if "spec" in old:
+                obj["spec"] = copy.deepcopy(old["spec"])
+            else:
+                obj.pop("spec", None)
         elif kind.status:
             obj["status"] = copy.deepcopy(old.get("status", {}))
         return _typed(kind, copy.deepcopy(self._write(kind, obj, old, dry_run=dry_run)))
@@ -1331,7 +1345,8 @@ class FakeKube:
             raise _not_found(kind, name)
         if not meta.get("resourceVersion") and not kind.unconditional_update:
             # Leases: AllowUnconditionalUpdate is false, and the error names the resource, not the kind.
-            error = _FieldError("Invalid", "metadata.resourceVersion", 0, "must be specified for an update")
+            error = _FieldError("Invalid", "metadata.resourceVersion", _GoValue("0x0"),
+                                "must be specified for an update")
             raise _invalid(kind.resource, name, [error], _details(kind, name))
         return _Response(200, self._update(kind, name, obj, old, sub, dry_run))
 
