@@ -194,6 +194,18 @@ def test_live_rule_not_in_git_is_shown_and_replaced(cf: FakeCloudflare, zones: d
     assert all(cf.records(z) == [] for z in zones.values())  # DNS management off
 
 
+def test_put_keeps_warp_routing_and_empties_top_level_origin_request(cf: FakeCloudflare,
+                                                                      zones: dict[str, str]) -> None:
+    tid = cf.add_tunnel(None, "home-tunnel", config={
+        "ingress": [{"service": "http_status:404"}], "warp-routing": {"enabled": True},
+        "originRequest": {"connectTimeout": 5}})["id"]
+    reconcile(cf, ds(home(cf, str(tid)), A_ROUTE))
+    config = cf.tunnel_config(None, tid)["config"]
+    assert config["warp-routing"] == {"enabled": True}
+    assert config["originRequest"] == {}
+    assert [r.get("hostname") for r in config["ingress"]] == ["a.example.dev", None]
+
+
 def test_tunnel_created_when_asked(cf: FakeCloudflare, zones: dict[str, str]) -> None:
     t = tunnel(accountId=cf.account_id, tunnelName="made-by-portside", create=True)
     plan, outcome = reconcile(cf, ds(t, [route("a", "a.example.dev")]))
@@ -206,6 +218,13 @@ def test_tunnel_created_when_asked(cf: FakeCloudflare, zones: dict[str, str]) ->
     cf.clear_log()
     plan, _ = reconcile(cf, ds(t, [route("a", "a.example.dev")]))
     assert not plan.has_changes and cf.writes() == []
+
+
+def test_stale_tunnel_id_falls_back_to_the_name(cf: FakeCloudflare, zones: dict[str, str], tid: str) -> None:
+    t = tunnel(accountId=cf.account_id, tunnelId="00000000-0000-0000-0000-000000000000",
+               tunnelName="home-tunnel", create=True)
+    tunnels, _ = provider(cf).read(ds(t, A_ROUTE))
+    assert tunnels["home"].tunnel_id == tid
 
 
 def test_missing_tunnel_without_create_is_a_conflict(cf: FakeCloudflare, zones: dict[str, str]) -> None:

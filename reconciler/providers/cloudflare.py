@@ -66,6 +66,9 @@ class CloudflareProvider:
         self._budget_left = retry_budget_s
         self.max_batch = MAX_BATCH
         self.api_calls = 0  # requests sent, retries included (for bench/ and metrics)
+        # Live configurations by tunnel id, as read: a PUT replaces the whole config, so the keys
+        # portside does not manage (warp-routing) are carried over from what was read.
+        self._configs: dict[str, dict[str, Any]] = {}
 
     @classmethod
     def from_env(cls) -> CloudflareProvider | None:
@@ -107,7 +110,9 @@ class CloudflareProvider:
                     raise
             if found is not None and found.get("deleted_at"):
                 found = None
-        else:
+        # By name when no id is given, or when the id is gone but a name is (a tunnel portside
+        # created is then found again, not created a second time).
+        if found is None and (not spec.tunnelId or spec.tunnelName):
             wanted = spec.tunnelName or name
             listed = self._call(f"find tunnel {wanted}", TUNNEL_READ,
                                 lambda: api.list(account_id=account, name=wanted, is_deleted=False))
@@ -120,6 +125,7 @@ class CloudflareProvider:
         config = (result or {}).get("config")
         if not isinstance(config, dict) or not isinstance(config.get("ingress"), list):
             return LiveTunnel(name=name, tunnel_id=tunnel_id, ingress=None)
+        self._configs[tunnel_id] = config
         top = config.get("originRequest")
         return LiveTunnel(
             name=name,
@@ -215,7 +221,11 @@ class CloudflareProvider:
             return
         account = str(change.detail["account_id"])
         api = self._client.zero_trust.tunnels.cloudflared.configurations.with_raw_response
-        config: dict[str, Any] = {"ingress": change.after}
+        kept = {k: v for k, v in self._configs.get(str(tunnel_id), {}).items()
+                if k not in ("ingress", "originRequest")}
+        # Tunnel-wide originRequest defaults are folded into every rule by the planner, so the
+        # top-level one is emptied: what each rule says is then exactly what it gets.
+        config: dict[str, Any] = {**kept, "ingress": change.after}
         try:
             self._call(f"write configuration of tunnel {name}", TUNNEL_EDIT,
                        lambda: api.update(str(tunnel_id), account_id=account, config=config),  # type: ignore[arg-type]
