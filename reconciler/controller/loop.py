@@ -135,6 +135,7 @@ class Controller:
         self._next_poll = now + timing.interval
         self._next_resync = now + timing.resync
         self.reconciles = 0  # completed reconcile attempts, for tests and benchmarks
+        self.first_step = threading.Event()  # set once the first batch of triggers was handled
 
     # -- triggers ------------------------------------------------------------------------------------
 
@@ -152,6 +153,7 @@ class Controller:
             reasons = self._wait(stop)
             if reasons:
                 self.step(reasons)
+                self.first_step.set()
 
     def stop_waiting(self) -> None:
         """Wake the loop so it notices its stop event at once."""
