@@ -21,6 +21,7 @@ from reconciler.models import DNS_LABEL, DNS_SUBDOMAIN
 FieldPath = tuple[str | int, ...]
 
 _NAME_RULE = "lowercase letters, digits and '-'{dots}, starting and ending with a letter or digit"
+_YAML11_BOOLS = {"yes", "no", "on", "off", "y", "n"}
 _DURATION_HINT = 'a duration such as "30s", "1m30s" or "500ms" (or whole seconds)'
 
 
@@ -31,6 +32,8 @@ class FieldProblem:
     path: FieldPath
     message: str
     at_key: bool = False  # unknown fields point at their key, missing ones at their parent's key
+    suggestion: str | None = None  # for an unknown field: the allowed field it probably meant
+    missing: bool = False
 
 
 def explain(errors: list[ErrorDetails], model: type[BaseModel], data: Any) -> list[FieldProblem]:
@@ -43,7 +46,9 @@ def explain(errors: list[ErrorDetails], model: type[BaseModel], data: Any) -> li
             continue  # one message per field, not one per union member that failed
         seen.add(path)
         problems.append(_problem(error, path, through_union, model))
-    return problems
+    # A misspelt field is also a missing one; "did you mean" already says both, so say it once.
+    suggested = {(*p.path[:-1], p.suggestion) for p in problems if p.suggestion}
+    return [p for p in problems if not (p.missing and p.path in suggested)]
 
 
 def _field_path(loc: tuple[str | int, ...], data: Any, missing: bool) -> tuple[FieldPath, bool]:
@@ -72,12 +77,14 @@ def _problem(
     ctx = error.get("ctx") or {}
     value = error.get("input")
     if kind == "extra_forbidden":
-        return FieldProblem(path, _unknown_field(model, path), at_key=True)
+        message, suggestion = _unknown_field(model, path)
+        return FieldProblem(path, message, at_key=True, suggestion=suggestion)
     if kind == "missing":
-        return FieldProblem(path, f'missing required field "{path[-1]}"', at_key=True)  # key of path[:-1]
+        return FieldProblem(path, f'missing required field "{path[-1]}"', at_key=True, missing=True)
     if kind in ("value_error", "assertion_error"):
+        # A model validator's complaint is about the whole mapping: point at its key.
         message = error["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
-        return FieldProblem(path, message)
+        return FieldProblem(path, message, at_key=bool(path))
     annotation = annotation_at(model, path)
     if through_union or kind.endswith(("_type", "_parsing")) or kind in (
             "literal_error", "int_from_float", "model_attributes_type", "union_tag_invalid"):
@@ -86,7 +93,10 @@ def _problem(
         if kind == "literal_error":
             expected = ctx.get("expected", "")
             return FieldProblem(path, f"must be one of {expected}, got {describe_value(value)}")
-        return FieldProblem(path, f"expected {describe(annotation)}, got {describe_value(value)}")
+        message = f"expected {describe(annotation)}, got {describe_value(value)}"
+        if _unwrap(annotation) is bool and isinstance(value, str) and value.lower() in _YAML11_BOOLS:
+            message += " (YAML 1.2 reads yes/no/on/off as strings: write true or false)"
+        return FieldProblem(path, message)
     if kind == "string_pattern_mismatch":
         return FieldProblem(path, _pattern_message(str(ctx.get("pattern", "")), value))
     if kind == "string_too_short":
@@ -106,15 +116,17 @@ def _problem(
     return FieldProblem(path, error["msg"])
 
 
-def _unknown_field(model: type[BaseModel], path: FieldPath) -> str:
+def _unknown_field(model: type[BaseModel], path: FieldPath) -> tuple[str, str | None]:
     parent = _unwrap(annotation_at(model, path[:-1]))
     name = str(path[-1])
     if not (isinstance(parent, type) and issubclass(parent, BaseModel)):
-        return f'unknown field "{name}"'
+        return f'unknown field "{name}"', None
     allowed = list(parent.model_fields)
     message = f'unknown field "{name}" (allowed: {", ".join(allowed)})'
     close = difflib.get_close_matches(name, allowed, n=1)
-    return message + (f'; did you mean "{close[0]}"?' if close else "")
+    if not close:
+        return message, None
+    return f'{message}; did you mean "{close[0]}"?', close[0]
 
 
 def _pattern_message(pattern: str, value: Any) -> str:

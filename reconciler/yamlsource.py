@@ -19,7 +19,7 @@ Plain scalars are resolved with the YAML 1.2 core schema (what ruamel uses by de
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +43,8 @@ try:  # ruamel.yaml.clib: libyaml's parser, ~10x faster than the pure-Python one
     from _ruamel_yaml import CParser
 except ImportError:  # pragma: no cover - depends on the installation
     CParser = None
+
+USING_LIBYAML: bool = CParser is not None
 
 # How many nodes aliases may add to one document when expanded. Real manifests use a few
 # anchors for shared selectors; a billion-laughs document needs millions.
@@ -119,16 +121,13 @@ def resolve_plain(text: str) -> Any:
     return _SPECIAL_FLOATS.get(lowered, text) if lowered in _SPECIAL_FLOATS else text
 
 
-def _events(data: bytes) -> Iterator[Any]:
+def _event_source(data: bytes) -> tuple[Callable[[], Any], Callable[[], None]]:
+    """(next event or None at the end, dispose): a plain call per event, no generator in between."""
     if CParser is not None:
         parser = CParser(data)
-        try:
-            while (event := parser.get_event()) is not None:
-                yield event
-        finally:
-            parser.dispose()
-    else:
-        yield from YAML(typ="safe", pure=True).parse(data.decode("utf-8"))
+        return parser.get_event, parser.dispose
+    events: Iterator[Any] = YAML(typ="safe", pure=True).parse(data.decode("utf-8"))
+    return lambda: next(events, None), lambda: None
 
 
 class _Frame:
@@ -160,11 +159,18 @@ class _Builder:
         return YamlFileError(Diagnostic(self.file, mark.line + 1, mark.column + 1, message))
 
     def run(self) -> None:
+        next_event, dispose = _event_source(self.data)
+        try:
+            self.build(next_event)
+        finally:
+            dispose()
+
+    def build(self, next_event: Callable[[], Any]) -> None:
         stack: list[_Frame] = []
-        anchors: dict[str, tuple[Any, int]] = {}
+        anchors: dict[str, tuple[Any, int]] = {}  # name -> (value, nodes it expands to)
         doc: YamlDocument | None = None
-        expanded = 0
-        for event in _events(self.data):
+        expanded = 0  # nodes added to the current document by aliases
+        while (event := next_event()) is not None:
             kind = type(event)
             if kind is ScalarEvent or kind is AliasEvent:
                 if kind is ScalarEvent:
