@@ -316,3 +316,31 @@ def test_forged_heartbeats_change_nothing(two_nodes: Topology, workdir: Path) ->
     metrics = t["b"].http_get("/metrics", 7473)
     for reason in ["bad_signature", "unsigned", "replayed", "unknown_node"]:
         assert f'portside_speaker_heartbeats_dropped_total{{reason="{reason}"}}' in metrics, reason
+
+
+@needs_root
+def test_links_are_followed_without_a_restart(workdir: Path) -> None:
+    with Topology(["a", "client"]) as t:
+        a, client = t["a"], t["client"]
+        write_table(workdir, t, [Announcement(VIP, "default/web", (), ("a",))], nodes=("a",))
+        start(t, "a", workdir)
+        wait_announcing(a, [VIP])
+        wait_resolved(client, VIP, a.mac)
+
+        # A new interface appears and comes up: answered on at once.
+        a.ip_cmd("link", "add", "new0", "type", "veth", "peer", "name", "new1")
+        a.ip_cmd("link", "set", "new0", "up")
+        wait_for(lambda: (status(a) or {}).get("interfaces") == ["eth0", "new0"], 5, "a to open new0")
+
+        # The LAN interface goes down and up: the speaker closes and reopens its sockets.
+        a.ip_cmd("link", "set", "eth0", "down")
+        wait_for(lambda: (status(a) or {}).get("interfaces") == ["new0"], 5, "a to drop eth0")
+        a.ip_cmd("link", "set", "eth0", "up")
+        wait_for(lambda: (status(a) or {}).get("interfaces") == ["eth0", "new0"], 5, "a to reopen eth0")
+        assert set(client.arping(VIP)) == {a.mac}
+
+        # A new MAC: the speaker announces it, and the client follows without asking.
+        new_mac = "02:77:00:00:00:99"
+        a.ip_cmd("link", "set", "eth0", "address", new_mac)
+        wait_neighbour_moves(client, VIP, new_mac)
+        assert set(client.arping(VIP)) == {new_mac}

@@ -168,11 +168,21 @@ class Speaker:
         try:
             while not self._stop.is_set():
                 for key, _events in self.selector.select(self._timeout()):
-                    key.data()
-                self._tick()
+                    # An earlier handler of this batch may have closed this socket (a link went
+                    # away), and a new socket may even have its fd number: skip stale keys.
+                    if self.selector.get_map().get(key.fd) is not key:
+                        continue
+                    self._guarded(key.data)
+                self._guarded(self._tick)
         finally:
             self._shutdown()
         return 0
+
+    def _guarded(self, step: Callable[[], None]) -> None:
+        try:
+            step()
+        except Exception:  # a bug in one handler must not stop the answers for every IP
+            log.exception("speaker loop step %s failed", getattr(step, "__name__", step))
 
     def _run_source(self) -> None:
         try:

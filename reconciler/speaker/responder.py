@@ -90,6 +90,8 @@ class InterfaceSockets:
                 data, address = sock.recvfrom(RECV_SIZE, socket.MSG_DONTWAIT)
             except (BlockingIOError, InterruptedError):
                 break
+            except OSError:  # ENETDOWN: the link went down; the link watcher closes us next
+                break
             if address[2] != PACKET_OUTGOING:
                 frames.append(data)
         return frames
