@@ -181,6 +181,16 @@ def test_removed_route_deletes_only_our_record(cf: FakeCloudflare, zones: dict[s
     assert [r.get("hostname") for r in config["ingress"]] == ["a.example.dev", None]
 
 
+def test_records_of_a_tunnel_removed_from_git_are_deleted(cf: FakeCloudflare, zones: dict[str, str],
+                                                           tid: str) -> None:
+    reconcile(cf, ds(home(cf, tid), A_ROUTE))
+    assert len(cf.records(zones["example.dev"])) == 1
+    manual = cf.add_record(zones["example.dev"], "manual.example.dev", "A", "203.0.113.9")
+    plan, outcome = reconcile(cf, DesiredState())
+    assert [(c.target.id, c.action) for c in plan.visible] == [("a.example.dev", "delete")]
+    assert outcome.errors == [] and cf.records(zones["example.dev"]) == [manual]
+
+
 def test_live_rule_not_in_git_is_shown_and_replaced(cf: FakeCloudflare, zones: dict[str, str]) -> None:
     tid = cf.add_tunnel(None, "home-tunnel", config={"ingress": [
         {"hostname": "manual.example.dev", "service": "http://10.0.0.99:80"},

@@ -184,7 +184,7 @@ def test_local_tunnel_config_artifact_and_create() -> None:
             {"service": "http_status:404"},
         ],
     }
-    assert plan.warnings == ["DNS for local tunnel home skipped: no Cloudflare credentials "
+    assert plan.warnings == ["DNS for local tunnel home skipped: Cloudflare DNS was not read "
                              "(set CLOUDFLARE_API_TOKEN to manage its records)"]
 
 
@@ -306,6 +306,22 @@ def test_dns_management_off_touches_nothing() -> None:
                     zone("example.dev", record("a.example.dev", content="x.cfargotunnel.com")),
                     tunnel(dns={"manage": False}))
     assert by_kind(plan, "DNSRecord") == []
+
+
+def test_dns_records_of_a_tunnel_with_management_off_are_never_deleted() -> None:
+    managed = tunnel()
+    unmanaged = tunnel("lab", tunnelId=OTHER_TID, dns={"manage": False})
+    recs = (record("old-lab.example.dev", content=f"{OTHER_TID}.cfargotunnel.com", rid="1"),
+            record("old-home.example.dev", rid="2"))
+    plan = plan_tunnels(desired([managed, unmanaged], []),
+                        {"home": live_tunnel([CATCH_ALL]), "lab": live_tunnel([CATCH_ALL], "lab", OTHER_TID)},
+                        zone("example.dev", *recs), {}, OWNER)
+    assert actions(plan, "DNSRecord") == [("old-home.example.dev", "delete")]
+
+
+def test_dns_records_of_a_removed_tunnel_are_deleted() -> None:
+    plan = plan_tunnels(desired([], []), {}, zone("example.dev", record("gone.example.dev")), {}, OWNER)
+    assert actions(plan, "DNSRecord") == [("gone.example.dev", "delete")]
 
 
 def test_dns_waiting_route_keeps_its_record() -> None:

@@ -139,15 +139,14 @@ class CloudflareProvider:
         """Every zone the DNS-managing tunnels may use, with all its records.
 
         All records of a zone are read, not only ours: a record of the same name that is not
-        ours is a conflict the plan must show. When every such tunnel names its zones, only
-        those are read.
+        ours is a conflict the plan must show. When every DNS-managing tunnel names its zones,
+        only those are read; with no such tunnel at all, every zone is, so the records of a
+        Tunnel removed from Git are still found and deleted.
         """
         managing = [t for t in desired.tunnels if t.spec.dns.manage
                     and (t.spec.mode == "remote" or t.spec.tunnelId)]
-        if not managing:
-            return {}
         scope = None
-        if all(t.spec.dns.zones for t in managing):
+        if managing and all(t.spec.dns.zones for t in managing):
             scope = {z.lower() for t in managing for z in t.spec.dns.zones}
         try:
             listed = self._paged("list zones", ZONE_READ, ZONES_PER_PAGE,

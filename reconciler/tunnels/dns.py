@@ -16,7 +16,8 @@ the ownership marker with this instance's owner id. The case matrix, per hostnam
 
 Our records whose hostname no route wants any more are deleted, except hostnames that are
 *protected*: routes still declared but not plannable this run (a waiting Service, an unread
-tunnel, a tunnel with DNS management off), whose records are kept exactly as they are.
+tunnel, a tunnel with DNS management off), whose records are kept exactly as they are; so are
+records pointing at a tunnel whose DNS management is off.
 """
 
 from __future__ import annotations
@@ -88,6 +89,7 @@ def plan_dns(
     zones: Mapping[str, LiveZone],
     protected: set[str],
     owner_id: str,
+    protected_targets: frozenset[str] = frozenset(),
 ) -> tuple[list[Change], list[str]]:
     """DNS changes for the wanted records against the live zones, and warnings."""
     marker = OWNER_MARKER.format(owner=owner_id)
@@ -125,7 +127,7 @@ def plan_dns(
             changes.extend(_plan_name(want_here[hostname], live.get(hostname, []), zone, marker, owner_id))
         for hostname in sorted(set(live) - set(want_here) - protected):
             for record in live[hostname]:
-                if owner_of(record.comment) == owner_id:
+                if owner_of(record.comment) == owner_id and record.content not in protected_targets:
                     changes.append(Change(Target("DNSRecord", hostname), "delete", before=_view(record),
                                           reason="no route wants this hostname any more",
                                           detail=_detail(zone, None, record)))

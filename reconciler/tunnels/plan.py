@@ -16,7 +16,7 @@ from reconciler.desired import DesiredState
 from reconciler.live import IngressRule, LiveTunnel, LiveZone
 from reconciler.models import Tunnel, TunnelRoute
 from reconciler.plan import JSON, Change, Target
-from reconciler.tunnels.dns import OWNER_MARKER, WantedRecord, plan_dns
+from reconciler.tunnels.dns import OWNER_MARKER, WantedRecord, plan_dns, tunnel_target
 from reconciler.tunnels.rules import fold_defaults, origin_request_api, origin_request_yaml, tunnel_rules
 
 __all__ = ["OWNER_MARKER", "TunnelPlan", "local_config", "local_config_path", "plan_tunnels"]
@@ -58,6 +58,7 @@ def plan_tunnels(
 
     wanted: list[WantedRecord] = []
     protected: set[str] = set()
+    unmanaged_targets: set[str] = set()
     for tunnel in desired.tunnels:
         name = tunnel.metadata.name
         mine = routes.get(name, [])
@@ -71,7 +72,7 @@ def plan_tunnels(
             if not zones:
                 dns_ok = False
                 if tunnel.spec.dns.manage and mine:
-                    plan.warnings.append(f"DNS for local tunnel {name} skipped: no Cloudflare credentials "
+                    plan.warnings.append(f"DNS for local tunnel {name} skipped: Cloudflare DNS was not read "
                                          "(set CLOUDFLARE_API_TOKEN to manage its records)")
             elif not tunnel.spec.tunnelId:
                 dns_ok = False
@@ -83,6 +84,10 @@ def plan_tunnels(
         hostnames = [r.hostname for r in rules if r.hostname is not None]
         if not (tunnel.spec.dns.manage and dns_ok):
             protected.update(hostnames)
+            if not tunnel.spec.dns.manage:
+                known = tunnel.spec.tunnelId or (live.tunnel_id if live else None)
+                if known:
+                    unmanaged_targets.add(tunnel_target(known))
             continue
         adopt: dict[str, bool] = {}
         for r in mine:
@@ -93,7 +98,7 @@ def plan_tunnels(
         for hostname in dict.fromkeys(hostnames):
             wanted.append(WantedRecord(hostname, name, tunnel_id, by_host[hostname], adopt[hostname],
                                        tuple(z.lower() for z in tunnel.spec.dns.zones)))
-    dns_changes, dns_warnings = plan_dns(wanted, zones, protected, owner_id)
+    dns_changes, dns_warnings = plan_dns(wanted, zones, protected, owner_id, frozenset(unmanaged_targets))
     plan.changes.extend(dns_changes)
     plan.warnings.extend(dns_warnings)
     return plan
