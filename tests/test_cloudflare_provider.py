@@ -280,6 +280,17 @@ def test_rate_limit_honours_retry_after(cf: FakeCloudflare, zones: dict[str, str
     assert len(cf.records(zones["example.dev"])) == 1
 
 
+def test_retry_budget_is_per_run(cf: FakeCloudflare, zones: dict[str, str], tid: str) -> None:
+    p = provider(cf, budget=1.5)  # one long-lived provider, as in `portside run`
+    for hostname in ("a.example.dev", "b.example.dev"):
+        cf.rate_limit(retry_after=1, times=1, method="POST", path=r"/dns_records/batch$")
+        desired = ds(home(cf, tid), [route("r", hostname)])
+        tunnels, live_zones = p.read(desired)
+        outcome = p.apply(ordered(plan_tunnels(desired, tunnels, live_zones, {}, OWNER).changes))
+        assert outcome.errors == []
+    assert [r["name"] for r in cf.records(zones["example.dev"])] == ["b.example.dev"]
+
+
 def test_rate_limit_past_budget_fails_that_zone_only_and_next_run_converges(
         cf: FakeCloudflare, zones: dict[str, str], tid: str) -> None:
     desired = ds(home(cf, tid), many_routes(30))

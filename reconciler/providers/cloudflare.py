@@ -63,6 +63,7 @@ class CloudflareProvider:
         self._token = api_token
         self._client = cloudflare.Cloudflare(api_token=api_token, base_url=base_url, max_retries=0,
                                              timeout=httpx.Timeout(30.0, connect=10.0))
+        self._retry_budget = retry_budget_s
         self._budget_left = retry_budget_s
         self.max_batch = MAX_BATCH
         self.api_calls = 0  # requests sent, retries included (for bench/ and metrics)
@@ -84,7 +85,13 @@ class CloudflareProvider:
     # ------------------------------------------------------------------ reading
 
     def read(self, desired: DesiredState) -> tuple[dict[str, LiveTunnel], dict[str, LiveZone]]:
-        """Remote tunnels (with their configuration) and the zones their DNS may live in."""
+        """Remote tunnels (with their configuration) and the zones their DNS may live in.
+
+        A read starts a run: the retry budget is the run's (read and apply together), so a
+        long-lived provider in ``portside run`` gets a fresh one every reconcile.
+        """
+        self._budget_left = self._retry_budget
+        self._configs.clear()
         tunnels: dict[str, LiveTunnel] = {}
         for tunnel in desired.tunnels:
             if tunnel.spec.mode != "remote":
