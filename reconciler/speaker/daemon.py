@@ -1,36 +1,30 @@
 """The speaker's event loop: one thread, one selector, every socket non-blocking.
 
-Raw sockets, the heartbeat socket, the netlink link-event socket and a wake-up socket (for
-tables arriving from the source thread and for signals) share one ``select``; its timeout is the
-next deadline (heartbeat to send, peer about to turn dead, gratuitous ARP to repeat). So replies
-go out within microseconds of a request, a dead peer is noticed the millisecond its
-``dead_after`` ends, and an idle speaker wakes only to send heartbeats.
+Raw sockets, the netlink link-event socket and a wake-up socket (for tables arriving from the
+source thread, peers changing state in the heartbeat thread, and signals) share one ``select``;
+its timeout is the next deadline (a peer about to turn dead, gratuitous ARP to repeat). So
+replies go out within microseconds of a request, a dead peer is noticed the millisecond its
+``dead_after`` ends, and an idle speaker wakes only a few times a second. Heartbeats live in
+their own thread (``peers``), so a long step here never makes this node look dead.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import heapq
-import ipaddress
 import logging
 import selectors
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from reconciler.announcement_table import DEFAULT_HEARTBEAT, Announcement, AnnouncementTable
+from reconciler.announcement_table import Announcement, AnnouncementTable
 from reconciler.httpserve import HTTPService, Request, Response
 from reconciler.metrics import CONTENT_TYPE, Registry
-from reconciler.speaker.election import Liveness, compare, elect
-from reconciler.speaker.heartbeat import (
-    Heartbeat,
-    HeartbeatDrop,
-    ReplayGuard,
-    decode_heartbeat,
-    encode_heartbeat,
-)
+from reconciler.speaker.election import compare, elect
 from reconciler.speaker.links import Link, LinkWatcher
 from reconciler.speaker.packets import (
     Answer,
@@ -38,6 +32,7 @@ from reconciler.speaker.packets import (
     gratuitous_arp,
     unsolicited_neighbor_advertisement,
 )
+from reconciler.speaker.peers import PeerCounters, PeerLink
 from reconciler.speaker.responder import InterfaceSockets, Responder
 from reconciler.speaker.sources import TableSource
 
@@ -46,9 +41,12 @@ log = logging.getLogger(__name__)
 # After the immediate gratuitous ARP on takeover, repeat it: a client may miss one frame, and a
 # switch may still be learning the new port.
 GARP_REPEATS_S = (0.5, 1.5, 3.0)
-LEAVING_COPIES = 2  # a lost "leaving" datagram would cost peers a whole dead_after
 HEALTHY_TICK_S = 5.0
-RETRY_BIND_S = 1.0
+GARP_SLICE = 64  # IPs per loop turn (two frames each on each interface)
+LOG_EACH_IP_UP_TO = 20
+SLOW_STEP_S = 0.05
+MAX_SLEEP_S = 0.25  # the loop turns at least this often, so the heartbeat watchdog sees it alive
+WATCHDOG_S = 2.0  # heartbeats stop when the loop has not turned for this long
 
 
 class SpeakerMetrics:
@@ -79,6 +77,19 @@ class SpeakerMetrics:
         self.table_errors = registry.counter(p + "table_errors_total", "tables rejected or unreadable")
 
 
+def _log_ips(what: str, ips: frozenset[str], announcements: Mapping[str, Announcement] | None = None) -> None:
+    # One line per IP reads well for a homelab; ten thousand lines per failover do not.
+    if len(ips) > LOG_EACH_IP_UP_TO:
+        log.info("%s %d IPs (%s, ...)", what, len(ips), ", ".join(sorted(ips)[:3]))
+        return
+    for ip in sorted(ips):
+        if announcements is None:
+            log.info("%s %s", what, ip)
+        else:
+            a = announcements[ip]
+            log.info("%s %s (%s) on %s", what, ip, a.service, ",".join(a.interfaces) or "every usable interface")
+
+
 def _protocol(ip: str) -> str:
     return "ndp" if ":" in ip else "arp"
 
@@ -105,11 +116,11 @@ class Speaker:
 
         self.table: AnnouncementTable | None = None
         self.started = time.monotonic()
-        self.liveness = Liveness(DEFAULT_HEARTBEAT.dead_after_ms / 1000, self.started)
-        self.guard = ReplayGuard()
+        self.peers = PeerLink(node, key, PeerCounters(
+            self.metrics.heartbeats_received, self.metrics.heartbeats_dropped, self.metrics.heartbeats_sent,
+            self.metrics.send_errors), on_change=self._peers_changed, loop_alive=self._loop_alive)
         self.elected: dict[str, Announcement] = {}
         self._dirty = False
-        self._revived: set[str] = set()
         self._expiry: float | None = None
         self._alive: frozenset[str] = frozenset()
         self._table_ips: frozenset[str] = frozenset()
@@ -117,13 +128,10 @@ class Speaker:
 
         self.links: LinkWatcher | None = None
         self.interfaces: dict[int, InterfaceSockets] = {}
-        self._heartbeat_sock: socket.socket | None = None
-        self._heartbeat_bound: tuple[str, int] | None = None
-        self._next_bind_try = 0.0
-        self.boot_id = time.time_ns()
-        self._seq = 0
-        self._next_send = 0.0
-        self._garps: list[tuple[float, int, str]] = []
+        self._garps: list[tuple[float, int, str]] = []  # (due, tie-break, ip): repeats to come
+        self._garp_queue: collections.deque[str] = collections.deque()  # due now, sent in slices
+        self._garp_queued: set[str] = set()
+        self._services: dict[str, str] = {}  # ip -> service label of its announced gauge
         self._garp_counter = 0
         self.last_tick = time.monotonic()
         self._http: HTTPService | None = None
@@ -162,6 +170,7 @@ class Speaker:
                 ("GET", "/status"): self._status_page,
             }).start()
             log.info("serving /healthz, /metrics and /status on %s", self.listen)
+        self.peers.start()
         thread = threading.Thread(target=self._run_source, name="table-source", daemon=True)
         thread.start()
         log.info("speaker for node %s started; table from %s", self.node, self.source.description)
@@ -179,10 +188,15 @@ class Speaker:
         return 0
 
     def _guarded(self, step: Callable[[], None]) -> None:
+        started = time.monotonic()
         try:
             step()
         except Exception:  # a bug in one handler must not stop the answers for every IP
             log.exception("speaker loop step %s failed", getattr(step, "__name__", step))
+        took = time.monotonic() - started
+        if took > SLOW_STEP_S:
+            # Peers declare us dead after dead_after without heartbeats: a slow step is why.
+            log.warning("speaker loop step %s took %.0f ms", getattr(step, "__qualname__", step), took * 1000)
 
     def _run_source(self) -> None:
         try:
@@ -197,12 +211,7 @@ class Speaker:
         for iface in self.interfaces.values():
             iface.close()
         self.interfaces.clear()
-        if self.table is not None and self._heartbeat_sock is not None:
-            for _ in range(LEAVING_COPIES):
-                self._send_heartbeats(leaving=True)
-            log.info("sent leaving heartbeats to %d peers", len(self.table.nodes) - 1)
-        if self._heartbeat_sock is not None:
-            self._heartbeat_sock.close()
+        self.peers.stop(leaving=True)
         self._source_stop.set()
         if self.links is not None:
             self.links.close()
@@ -216,36 +225,35 @@ class Speaker:
 
     def _timeout(self) -> float:
         now = time.monotonic()
-        deadlines = [now + RETRY_BIND_S]
-        if self.table is not None and self._heartbeat_sock is not None:
-            deadlines.append(self._next_send)
+        deadlines = [now + MAX_SLEEP_S]
         if self._expiry is not None:
             deadlines.append(self._expiry)
         if self._garps:
             deadlines.append(self._garps[0][0])
+        if self._garp_queue:
+            return 0.0
         return max(0.0, min(deadlines) - now)
 
     def _tick(self) -> None:
         now = time.monotonic()
         self.last_tick = now
-        if self.table is not None:
-            if self._heartbeat_sock is None and now >= self._next_bind_try:
-                self._bind_heartbeat()
-            if self._heartbeat_sock is not None and now >= self._next_send:
-                self._send_heartbeats(leaving=False)
-                interval = self.table.heartbeat.interval_ms / 1000
-                self._next_send = max(self._next_send + interval, now)
         if self._expiry is not None and now >= self._expiry and not self._dirty:
             # Usually the peer was heard meanwhile: only re-run the election (O(IPs)) when
             # someone's liveness actually changed.
-            if self._alive_now(now) != self._alive:
+            if self.peers.alive(now) != self._alive:
                 self._dirty = True
             else:
-                self._expiry = self.liveness.next_expiry(self.liveness_nodes(), now)
+                self._expiry = self.peers.next_expiry(now)
         if self._dirty:
             self._reelect(now)
         while self._garps and self._garps[0][0] <= now:
             _, _, ip = heapq.heappop(self._garps)
+            self._queue_gratuitous(ip)
+        # A slice at a time: a takeover of thousands of IPs must not hold up heartbeats (peers
+        # would think us dead) or replies; the loop comes straight back while the queue is full.
+        for _ in range(min(GARP_SLICE, len(self._garp_queue))):
+            ip = self._garp_queue.popleft()
+            self._garp_queued.discard(ip)
             if ip in self.elected:
                 self._send_gratuitous(ip)
 
@@ -267,18 +275,10 @@ class Speaker:
         for gone in set(self.liveness_nodes()) - set(table.nodes):
             self.metrics.peer_alive.remove(node=gone)
         self.table = table
-        settings = table.heartbeat
-        self.liveness.dead_after_s = settings.dead_after_ms / 1000
-        self.liveness.forget(table.nodes)
+        self.peers.configure(table)
         self._table_ips = frozenset(a.ip for a in table.announcements)
         self._named_interfaces = frozenset(name for a in table.announcements for name in a.interfaces)
         own = table.nodes.get(self.node)
-        wanted_bind = (own.address, settings.port) if own is not None else None
-        if wanted_bind != self._heartbeat_bound:
-            self._close_heartbeat()
-            self._next_bind_try = 0.0
-        if own is not None and self._heartbeat_sock is None:
-            self._bind_heartbeat()
         self._sync_links()
         self._dirty = True
         self.metrics.generation.set(table.generation)
@@ -290,8 +290,13 @@ class Speaker:
         log.info("table generation %d (revision %s): %d IPs, %d with this node as a candidate",
                  table.generation, table.revision or "-", len(table.announcements), mine)
 
-    def _alive_now(self, now: float) -> frozenset[str]:
-        return frozenset(peer for peer in self.liveness_nodes() if self.liveness.is_alive(peer, now))
+    def _peers_changed(self) -> None:
+        """A peer came back or is leaving (called from the heartbeat thread)."""
+        self._dirty = True
+        self._wake()
+
+    def _loop_alive(self) -> bool:
+        return time.monotonic() - self.last_tick < WATCHDOG_S
 
     def liveness_nodes(self) -> list[str]:
         return [] if self.table is None else [n for n in self.table.nodes if n != self.node]
@@ -303,24 +308,23 @@ class Speaker:
         if self.table is None:
             return
         peers = self.liveness_nodes()
-        self._alive = self._alive_now(now)
+        self._alive = self.peers.alive(now)
         for peer in peers:
             self.metrics.peer_alive.set(1 if peer in self._alive else 0, node=peer)
         new = elect(self.table, self.node, self._alive.__contains__)
         change = compare(self.elected, new)
         self.elected = new
-        self._expiry = self.liveness.next_expiry(peers, now)
-        for ip in sorted(change.released):
-            log.info("stopped announcing %s", ip)
-        self.metrics.announced.clear()
-        for ip, announcement in new.items():
-            self.metrics.announced.set(1, ip=ip, service=announcement.service)
+        self._expiry = self.peers.next_expiry(now)
+        _log_ips("stopped announcing", change.released)
+        for ip in change.released:
+            self.metrics.announced.remove(ip=ip, service=self._services.pop(ip, ""))
+        for ip in change.taken:
+            self.metrics.announced.set(1, ip=ip, service=new[ip].service)
+            self._services[ip] = new[ip].service
         self.metrics.announced_count.set(len(new))
-        revived, self._revived = self._revived, set()
+        revived = self.peers.take_revived()
         refresh = {ip for ip, a in new.items() if revived & set(a.candidates)} - change.taken
-        for ip in sorted(change.taken):
-            log.info("announcing %s (%s) on %s", ip, new[ip].service,
-                     ",".join(new[ip].interfaces) or "every usable interface")
+        _log_ips("announcing", change.taken, new)
         for ip in sorted(change.taken | refresh):
             # A revived lower-ranked peer may have answered for this IP while it could not hear
             # us (a partition); announce again so clients that followed it come back.
@@ -328,8 +332,13 @@ class Speaker:
         if change.taken or change.released:
             self._update_ndp_groups()
 
+    def _queue_gratuitous(self, ip: str) -> None:
+        if ip not in self._garp_queued:
+            self._garp_queued.add(ip)
+            self._garp_queue.append(ip)
+
     def _announce(self, ip: str, now: float) -> None:
-        self._send_gratuitous(ip)
+        self._queue_gratuitous(ip)
         for delay in GARP_REPEATS_S:
             self._garp_counter += 1
             heapq.heappush(self._garps, (now + delay, self._garp_counter, ip))
@@ -410,7 +419,8 @@ class Speaker:
         now = time.monotonic()
         for ip in self.elected:
             if self._announces_on(iface.link, ip):
-                self._gratuitous_on(iface, ip)
+                # (Sent on every interface the IP is announced on: harmless, and simpler.)
+                self._queue_gratuitous(ip)
                 self._garp_counter += 1
                 heapq.heappush(self._garps, (now + GARP_REPEATS_S[0], self._garp_counter, ip))
 
@@ -454,94 +464,6 @@ class Speaker:
         else:
             self.metrics.ignored.inc(protocol=protocol, reason=answer.reason.value)
 
-    # --- heartbeats -----------------------------------------------------------------------------
-
-    def _bind_heartbeat(self) -> None:
-        assert self.table is not None
-        own = self.table.nodes.get(self.node)
-        if own is None:
-            return
-        address = (own.address, self.table.heartbeat.port)
-        family = socket.AF_INET6 if ipaddress.ip_address(own.address).version == 6 else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_DGRAM)
-        try:
-            sock.bind(address)
-        except OSError as exc:
-            sock.close()
-            self._next_bind_try = time.monotonic() + RETRY_BIND_S
-            log.error("cannot listen for heartbeats on %s port %d: %s", *address, exc)
-            return
-        sock.setblocking(False)
-        self._heartbeat_sock = sock
-        self._heartbeat_bound = address
-        self.selector.register(sock, selectors.EVENT_READ, self._on_heartbeat)
-        log.info("heartbeats on %s port %d", *address)
-
-    def _close_heartbeat(self) -> None:
-        if self._heartbeat_sock is not None:
-            self.selector.unregister(self._heartbeat_sock)
-            self._heartbeat_sock.close()
-        self._heartbeat_sock = None
-        self._heartbeat_bound = None
-
-    def _send_heartbeats(self, leaving: bool) -> None:
-        assert self.table is not None and self._heartbeat_sock is not None
-        self._seq += 1
-        beat = Heartbeat(self.node, self.boot_id, self._seq, time.time_ns() // 1_000_000,
-                         self.table.generation, leaving)
-        data = encode_heartbeat(beat, self._key)
-        port = self.table.heartbeat.port
-        for peer, info in self.table.nodes.items():
-            if peer == self.node:
-                continue
-            try:
-                self._heartbeat_sock.sendto(data, (info.address, port))
-                self.metrics.heartbeats_sent.inc()
-            except OSError as exc:
-                self.metrics.send_errors.inc(kind="heartbeat")
-                log.debug("heartbeat to %s failed: %s", peer, exc)
-
-    def _on_heartbeat(self) -> None:
-        assert self._heartbeat_sock is not None
-        for _ in range(256):
-            try:
-                data = self._heartbeat_sock.recv(2048)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:  # e.g. ICMP port unreachable reported on the socket
-                log.debug("heartbeat socket: %s", exc)
-                continue
-            self._take_heartbeat(data)
-
-    def _take_heartbeat(self, data: bytes) -> None:
-        beat = decode_heartbeat(data, self._key)
-        if isinstance(beat, HeartbeatDrop):
-            self._drop(beat)
-            return
-        if beat.node == self.node:
-            self._drop(HeartbeatDrop.SELF)
-            return
-        if self.table is None or beat.node not in self.table.nodes:
-            self._drop(HeartbeatDrop.UNKNOWN_NODE)
-            return
-        reason = self.guard.check(beat, time.time_ns() // 1_000_000)
-        if reason is not None:
-            self._drop(reason)
-            return
-        self.metrics.heartbeats_received.inc(node=beat.node)
-        revived = self.liveness.heard(beat.node, time.monotonic(), leaving=beat.leaving)
-        if beat.leaving:
-            log.info("peer %s is leaving", beat.node)
-            self._dirty = True
-        elif revived:
-            log.info("peer %s is alive", beat.node)
-            self._revived.add(beat.node)
-            self._dirty = True
-
-    def _drop(self, reason: HeartbeatDrop) -> None:
-        self.metrics.heartbeats_dropped.inc(reason=reason.value)
-        log.debug("heartbeat dropped: %s", reason.value)
-
     # --- HTTP -----------------------------------------------------------------------------------
 
     def _healthz(self, _request: Request) -> Response:
@@ -557,12 +479,12 @@ class Speaker:
 
     def status(self) -> dict[str, Any]:
         table = self.table
-        now = time.monotonic()
+        alive = self.peers.alive(time.monotonic())
         return {
             "node": self.node,
             "generation": table.generation if table else None,
             "revision": table.revision if table else None,
             "announcing": sorted(dict(self.elected)),
-            "peers": {peer: self.liveness.is_alive(peer, now) for peer in self.liveness_nodes()},
+            "peers": {peer: peer in alive for peer in self.liveness_nodes()},
             "interfaces": sorted(iface.link.name for iface in list(self.interfaces.values())),
         }

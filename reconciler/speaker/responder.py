@@ -7,6 +7,7 @@ keeps them after the speaker stops; the only answers come from here.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import socket
 import struct
@@ -27,9 +28,26 @@ PACKET_ADD_MEMBERSHIP = 1
 PACKET_DROP_MEMBERSHIP = 2
 PACKET_MR_MULTICAST = 0
 PACKET_OUTGOING = 4
+PACKET_IGNORE_OUTGOING = 23
 SO_ATTACH_FILTER = 26
 RECV_SIZE = 2048
 MAX_BURST = 64  # frames handled per wakeup before looking at other sockets and timers
+
+# Classic BPF: keep only ARP requests that are not gratuitous (sender IP != target IP). When
+# thousands of IPs move, every speaker broadcasts gratuitous ARP for each of them; without this
+# filter every other speaker would wake up for each frame only to drop it.
+_ARP_REQUEST_FILTER = [
+    (0x28, 0, 0, 12),      # ldh [12]            ethertype
+    (0x15, 0, 7, 0x0806),  # jeq ARP else drop
+    (0x28, 0, 0, 20),      # ldh [20]            operation
+    (0x15, 0, 5, 1),       # jeq request else drop
+    (0x20, 0, 0, 28),      # ld [28]             sender IP
+    (0x07, 0, 0, 0),       # tax
+    (0x20, 0, 0, 38),      # ld [38]             target IP
+    (0x1D, 1, 0, 0),       # jeq x: gratuitous, drop
+    (0x06, 0, 0, 0x40000),  # ret 256 KiB: accept
+    (0x06, 0, 0, 0),       # ret 0: drop
+]
 
 # Classic BPF: keep only ICMPv6 Neighbor Solicitations without extension headers, so the
 # speaker is not woken for every IPv6 packet on the link.
@@ -52,9 +70,14 @@ def _attach_filter(sock: socket.socket, program: list[tuple[int, int, int, int]]
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
 
 
-def _packet_socket(link: Link, protocol: int) -> socket.socket:
-    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(protocol))
+def _packet_socket(link: Link, protocol: int, program: list[tuple[int, int, int, int]]) -> socket.socket:
+    # Created with protocol 0 (receives nothing) and bound only once the filter is attached, so
+    # no unfiltered frame is ever queued.
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
     try:
+        _attach_filter(sock, program)
+        with contextlib.suppress(OSError):  # Linux >= 4.20; else own frames are dropped in Python
+            sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
         sock.bind((link.name, protocol))
     except OSError:
         sock.close()
@@ -70,10 +93,9 @@ class InterfaceSockets:
 
     def __init__(self, link: Link) -> None:
         self.link = link
-        self.arp = _packet_socket(link, ETH_P_ARP)
+        self.arp = _packet_socket(link, ETH_P_ARP, _ARP_REQUEST_FILTER)
         try:
-            self.ndp = _packet_socket(link, ETH_P_IPV6)
-            _attach_filter(self.ndp, _NS_FILTER)
+            self.ndp = _packet_socket(link, ETH_P_IPV6, _NS_FILTER)
         except OSError:
             self.arp.close()
             raise
