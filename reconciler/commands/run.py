@@ -139,9 +139,26 @@ def kube_api(backend: Backend) -> Any | None:
     return api if isinstance(api, client.ApiClient) else None
 
 
+# Modules the Cloudflare SDK imports lazily on first use, taking seconds; importing them while
+# starting (or standing by) keeps that out of the first reconcile and out of a leader takeover.
+_LAZY_SDK_MODULES = ("cloudflare.resources.zero_trust", "cloudflare.resources.dns", "cloudflare.resources.zones")
+
+
+def _warm_imports() -> None:
+    import importlib
+
+    for name in _LAZY_SDK_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:  # another SDK layout: the first reconcile imports what it needs
+            log.debug("cannot pre-import %s", name)
+
+
 def run(args: argparse.Namespace) -> int:
     verbose = int(getattr(args, "verbose", 0))
     configure_logging(args.log_format, logging.DEBUG if verbose >= 2 else logging.INFO)
+    if os.environ.get("CLOUDFLARE_API_TOKEN"):
+        threading.Thread(target=_warm_imports, name="warm-imports", daemon=True).start()
     source = build_source(args)
     backend = select_backend(args)
     if backend.read_only:
