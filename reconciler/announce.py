@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 
 from reconciler.allocator import Allocation
+from reconciler.allocator.addresses import address_order
 from reconciler.announcement_table import (
     DEFAULT_HEARTBEAT,
     Announcement,
@@ -20,7 +21,6 @@ from reconciler.announcement_table import (
     NodeInfo,
     rank_candidates,
 )
-from reconciler.ipranges import parse_ip
 from reconciler.live import EXCLUDE_FROM_LB_LABEL, LiveNode, LiveService
 from reconciler.models import IPAddressPool, L2Advertisement
 
@@ -45,11 +45,6 @@ def _interfaces(advertisements: Sequence[L2Advertisement]) -> tuple[str, ...]:
     if any(not a.spec.interfaces for a in advertisements):
         return ()
     return tuple(sorted({i for a in advertisements for i in a.spec.interfaces}))
-
-
-def _ip_order(ip: str) -> tuple[int, int]:
-    address = parse_ip(ip)
-    return address.version, int(address)
 
 
 def build_announcements(advertisements: Sequence[L2Advertisement], pools: Sequence[IPAddressPool],
@@ -84,7 +79,7 @@ def build_announcements(advertisements: Sequence[L2Advertisement], pools: Sequen
             pool_of[ip] = allocation.pool
 
     announcements = []
-    for ip in sorted(holders, key=_ip_order):
+    for ip in sorted(holders, key=address_order):
         interfaces, allowed = by_pool[pool_of[ip]]
         keys = sorted(holders[ip])
         candidates = set(allowed)

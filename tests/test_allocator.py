@@ -383,6 +383,15 @@ def test_requested_ips_in_different_pools() -> None:
                           "a Service's addresses come from one pool"})
 
 
+def test_lowest_usable_address_wins_over_a_higher_shareable_one() -> None:
+    # MetalLB scans from the first address and takes the first free or shareable one.
+    world = World(pool("p", "10.0.0.0/30"))
+    world.put(svc("ns/a", 80, share="k", ips="10.0.0.2"), svc("ns/b", 443, share="k"))
+    check(world, {"ns/a": ("10.0.0.2",), "ns/b": ("10.0.0.0",)})
+    world.put(svc("ns/c", 8443, share="k"), svc("ns/d", 9443, share="k"))
+    check(world, {"ns/c": ("10.0.0.0",), "ns/d": ("10.0.0.0",)})
+
+
 def test_requested_ip_shared_with_a_key() -> None:
     world = World(pool("p", "10.0.0.0/30"))
     world.put(svc("ns/a", 80, share="k", ips="10.0.0.3"), svc("ns/b", 443, share="k", ips="10.0.0.3"),
@@ -455,6 +464,43 @@ def test_family_policy_change_revokes_the_extra_family() -> None:
     check(world, {"ns/a": ("10.0.0.0", "fd00::")})
     world.put(svc("ns/a", 80))
     check(world, {"ns/a": ("10.0.0.0",)}, revoked={"ns/a": "ns/a is IPv4 single-stack"})
+
+
+def test_an_ip_freed_behind_the_cursor_is_reused_first() -> None:
+    # ns/a completes its dual stack first (the v4 cursor moves past .0, held by ns/b, to .1);
+    # ns/a2 finds IPv4 full; then ns/b finds no IPv6 to pair with and gives .0 back: the pool
+    # is no longer full, and ns/c must get .0.
+    prefer = {"ip_family_policy": "PreferDualStack", "ip_families": ("IPv6", "IPv4")}
+    world = World(pool("p", "10.0.0.0/31", "fd00::/127"))
+    world.services.update({
+        "ns/a": svc("ns/a", 80, ingress=("fd00::",), **prefer),
+        "ns/a2": svc("ns/a2", 80, ingress=("fd00::1",), **prefer),
+        "ns/b": svc("ns/b", 80, ip_family_policy="RequireDualStack", ingress=("10.0.0.0", "fd00::9")),
+        "ns/c": svc("ns/c", 80),
+    })
+    check(world, {"ns/a": ("fd00::", "10.0.0.1"), "ns/a2": ("fd00::1",),
+                  "ns/b": "pending: no free IPv4 and IPv6 address pair in p", "ns/c": ("10.0.0.0",)},
+          revoked={"ns/b": "RequireDualStack: pool p has no free IPv6 address to pair with 10.0.0.0; "
+                           "no pool contains fd00::9"})
+
+
+def test_local_policy_services_share_only_with_the_same_pods() -> None:
+    world = World(pool("p", "10.0.0.0/30"))
+    local = {"external_traffic_policy": "Local", "share": "k"}
+    world.put(svc("ns/a", 80, selector={"app": "a"}, ips="10.0.0.2", **local),
+              svc("ns/b", 443, selector={"app": "b"}, ips="10.0.0.2", **local),
+              svc("ns/c", 8080, ips="10.0.0.2", share="k"))
+    check(world, {"ns/a": ("10.0.0.2",),
+                  "ns/b": "pending: requested 10.0.0.2 is held by ns/a with externalTrafficPolicy Local and "
+                          "other pods (selector app=a)",
+                  "ns/c": "pending: requested 10.0.0.2 is held by ns/a with externalTrafficPolicy Local"})
+    # b's pods change to a's: it may join; c, with Cluster policy, is still refused.
+    world.put(svc("ns/b", 443, selector={"app": "a"}, ips="10.0.0.2", **local))
+    check(world, {"ns/a": ("10.0.0.2",), "ns/b": ("10.0.0.2",), "ns/c": "pending: externalTrafficPolicy Local"})
+    # a holder whose pods change while others share its IP loses it, visibly.
+    world.put(svc("ns/b", 443, selector={"app": "z"}, **local))
+    check(world, {"ns/a": ("10.0.0.2",), "ns/b": ("10.0.0.0",)},
+          revoked={"ns/b": "10.0.0.2 is held by ns/a with externalTrafficPolicy Local and other pods"})
 
 
 # --- revocation: pools removed, shrunk, rescoped ---------------------------------------------------

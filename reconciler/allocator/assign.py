@@ -14,17 +14,15 @@ One run, in four passes over the requests sorted by key:
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from reconciler.allocator.addresses import Address, format_address, parse_address
 from reconciler.allocator.ledger import Claimant, Ledger
 from reconciler.allocator.pools import FAMILY_NAMES, FreeCursor, Pool, PoolIndex, is_buggy_int
 from reconciler.allocator.values import Allocation, ServiceRequest
-from reconciler.ipranges import RangeSyntaxError, ip_from_int, parse_ip
 from reconciler.models import IPAddressPool
 
-Address = tuple[int, int]  # (family, integer value)
 _FAMILIES = {"IPv4": 4, "IPv6": 6}
 _OTHER = {4: 6, 6: 4}
 
@@ -37,13 +35,6 @@ def allocate(pools: Sequence[IPAddressPool], requests: Sequence[ServiceRequest],
     the input order, and a run over its own output changes nothing (existing IPs are sticky).
     """
     return _Run(PoolIndex(pools), namespace_labels).run(requests)
-
-
-def _text(address: Address) -> str:
-    version, value = address
-    if version == 4:  # the hot path, 20x faster than ipaddress
-        return f"{value >> 24}.{(value >> 16) & 255}.{(value >> 8) & 255}.{value & 255}"
-    return str(ip_from_int(version, value))
 
 
 @dataclass(slots=True)
@@ -81,6 +72,7 @@ class _Run:
         # are such: with 10,000 Services over 64 pools, trying every full pool again for every
         # Service would dominate the run. Only a release makes a pool less full.
         self.full: set[tuple[str, int]] = set()
+        self.general_index = {p.name: i for i, p in enumerate(self.general)}
         self.general_full_prefix = {4: 0, 6: 0}
 
     def run(self, requests: Sequence[ServiceRequest]) -> list[Allocation]:
@@ -104,7 +96,7 @@ class _Run:
     def _prepare(self, r: ServiceRequest) -> _Work:
         w = _Work(r, Claimant.of(r))
         for text in r.current:
-            w.current[text] = _parse(text)
+            w.current[text] = parse_address(text)
         families: list[int] = []
         for name in r.ip_families:
             if name not in _FAMILIES:
@@ -137,7 +129,7 @@ class _Run:
             return None
         parsed: list[Address] = []
         for text in r.requested:
-            address = _parse(text)
+            address = parse_address(text)
             if address is None:
                 return f"requested address {text!r} is not an IP address"
             parsed.append(address)
@@ -148,10 +140,10 @@ class _Run:
             return f"two {FAMILY_NAMES[families[0]]} addresses requested; a Service takes one per family"
         for address in parsed:
             if address[0] not in w.wanted:
-                return f"requested {_text(address)} is {FAMILY_NAMES[address[0]]}, but {r.key} is " \
+                return f"requested {format_address(address)} is {FAMILY_NAMES[address[0]]}, but {r.key} is " \
                        f"{w.describe_families}"
         if parsed and w.need_all and len(parsed) < 2:
-            return f"RequireDualStack needs one IPv4 and one IPv6 address, but only {_text(parsed[0])} " \
+            return f"RequireDualStack needs one IPv4 and one IPv6 address, but only {format_address(parsed[0])} " \
                    f"is requested"
         w.requested = tuple(sorted(parsed, key=lambda a: w.wanted.index(a[0])))
         return None
@@ -160,11 +152,13 @@ class _Run:
 
     def _keep_current(self, w: _Work) -> None:
         r = w.request
+        if len(w.current) == 1 and not w.requested and r.invalid is None and self._keep_single(w):
+            return
         valid = [a for a in w.current.values() if a is not None]
         keep: list[Address] = []
         for address in valid:
             if w.requested and set(valid) != set(w.requested):
-                w.lost[address] = f"{r.key} requests {', '.join(_text(a) for a in w.requested)}"
+                w.lost[address] = f"{r.key} requests {', '.join(format_address(a) for a in w.requested)}"
             elif address[0] not in w.wanted:
                 w.lost[address] = f"{r.key} is {w.describe_families}"
             elif any(k[0] == address[0] for k in keep):
@@ -180,14 +174,14 @@ class _Run:
             elif owner.avoid_buggy and is_buggy_int(*address):
                 reason = f"pool {owner.name} avoids buggy IPs (.0 and .255)"
             elif home is not None and owner is not home:
-                reason = (f"{_text(address)} is in pool {owner.name}, apart from the other address "
+                reason = (f"{format_address(address)} is in pool {owner.name}, apart from the other address "
                           f"in pool {home.name}")
             elif r.invalid is None and r.pool is not None and owner.name != r.pool:
-                reason = f"{r.key} is pinned to pool {r.pool}, and {_text(address)} is from pool {owner.name}"
+                reason = f"{r.key} is pinned to pool {r.pool}, and {format_address(address)} is from pool {owner.name}"
             elif not owner.serves(r.namespace, r.labels, self.namespace_labels):
                 reason = f"pool {owner.name} serves only {owner.describe_scope()}"
             else:
-                reason = self.ledger.conflict(w.claimant, *address, _text(address))
+                reason = self.ledger.conflict(w.claimant, address)
             if reason is not None:
                 w.lost[address] = reason
                 keep.remove(address)
@@ -199,12 +193,26 @@ class _Run:
         if not w.held and r.invalid is not None:
             w.pending = r.invalid
 
+    def _keep_single(self, w: _Work) -> bool:
+        """The common case, one address that is still fine, without building any reason."""
+        [address] = w.current.values()
+        if address is None or address[0] not in w.wanted or address[1] in self.ledger.uses[address[0]]:
+            return False
+        owner = self.index.owner(*address)
+        if (owner is None or (owner.avoid_buggy and is_buggy_int(*address))
+                or (w.request.pool is not None and owner.name != w.request.pool)
+                or (owner.service_allocation is not None
+                    and not owner.serves(w.request.namespace, w.request.labels, self.namespace_labels))):
+            return False
+        self._claim(w, owner, *address)
+        return True
+
     def _gone_reason(self, r: ServiceRequest, address: Address) -> str:
         if r.current_pool is not None and r.current_pool not in self.index.by_name:
             return f"pool {r.current_pool} was removed"
         if r.current_pool is not None:
-            return f"pool {r.current_pool} no longer contains {_text(address)}"
-        return f"no pool contains {_text(address)}"
+            return f"pool {r.current_pool} no longer contains {format_address(address)}"
+        return f"no pool contains {format_address(address)}"
 
     # --- pass 2: requested addresses -------------------------------------------------------
 
@@ -212,7 +220,7 @@ class _Run:
         r = w.request
         home: Pool | None = None
         for address in w.requested:
-            label = _text(address)
+            label = format_address(address)
             owner = self.index.owner(*address)
             if owner is None:
                 w.pending = f"requested {label} is in no pool"
@@ -228,7 +236,7 @@ class _Run:
                 w.pending = (f"requested {label} is in pool {owner.name}, which serves only "
                              f"{owner.describe_scope()}")
             else:
-                w.pending = self.ledger.conflict(w.claimant, *address, f"requested {label}")
+                w.pending = self.ledger.conflict(w.claimant, address, requested=True)
             if w.pending is not None:
                 return
             home = owner
@@ -252,7 +260,7 @@ class _Run:
                 for held_family, held_value in list(w.held.items()):
                     w.lost[(held_family, held_value)] = (
                         f"RequireDualStack: pool {pool.name} has no free {FAMILY_NAMES[family]} address "
-                        f"to pair with {_text((held_family, held_value))}")
+                        f"to pair with {format_address((held_family, held_value))}")
                     self._release(w, held_family)
                 w.pool = None
                 return
@@ -284,8 +292,6 @@ class _Run:
 
     def _general_start(self, w: _Work) -> int:
         """How many leading general pools cannot give ``w`` anything (none of its families free)."""
-        if w.request.sharing_key is not None:
-            return 0  # a full pool may still have an address this Service can share
         general = self.general
         for family in w.wanted:
             skip = self.general_full_prefix[family]
@@ -293,7 +299,12 @@ class _Run:
                     (general[skip].name, family) in self.full or not general[skip].ranges.get(family)):
                 skip += 1
             self.general_full_prefix[family] = skip
-        return min(self.general_full_prefix[f] for f in w.wanted)
+        start = min(self.general_full_prefix[f] for f in w.wanted)
+        # A full pool may still have an address this Service can share.
+        for family in w.wanted:
+            for name in self.ledger.pools_sharing(w.claimant, family):
+                start = min(start, self.general_index.get(name, start))
+        return start
 
     def _choose(self, pools: Sequence[Pool], w: _Work) -> tuple[Pool, dict[int, int]] | None:
         """MetalLB's findBestPoolForService: the first pool with every wanted family; for
@@ -372,19 +383,7 @@ class _Run:
         if not w.held or w.pool is None:
             return Allocation(r.key, (), None, w.pending or "no address could be chosen", revoked,
                               revoke_reason)
-        ips = tuple(_text((f, w.held[f])) for f in w.wanted if f in w.held)
+        ips = tuple(format_address((f, w.held[f])) for f in w.wanted if f in w.held)
         return Allocation(r.key, ips, w.pool.name, None, revoked, revoke_reason, warning=r.invalid)
 
 
-def _parse(text: str) -> Address | None:
-    if ":" not in text:
-        try:
-            # inet_pton takes exactly the dotted quads ipaddress does, in C.
-            return 4, int.from_bytes(socket.inet_pton(socket.AF_INET, text.strip()), "big")
-        except OSError:
-            return None
-    try:
-        address = parse_ip(text)
-    except RangeSyntaxError:
-        return None
-    return address.version, int(address)

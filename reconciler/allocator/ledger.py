@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 
+from reconciler.allocator.addresses import Address, format_address
 from reconciler.allocator.values import ServiceRequest
 
 PortKey = tuple[int, str]
@@ -22,7 +23,7 @@ class Claimant:
     @classmethod
     def of(cls, request: ServiceRequest) -> Claimant:
         return cls(request.key, request.sharing_key, request.backend_key,
-                   tuple((p.port, p.protocol) for p in request.ports))
+                   tuple([(p.port, p.protocol) for p in request.ports]))
 
 
 @dataclass
@@ -41,18 +42,20 @@ class Ledger:
 
     def __init__(self) -> None:
         self.uses: dict[int, dict[int, AddressUse]] = {4: {}, 6: {}}
-        # (family, sharing key, backend) -> sorted addresses carrying that key: where a sharing
-        # Service may go besides a free address.
-        self._shared: dict[tuple[int, str, str], list[int]] = {}
+        # (family, pool, sharing key, backend) -> sorted addresses carrying that key: where a
+        # sharing Service may go besides a free address; and which pools have any, per key.
+        self._shared: dict[tuple[int, str, str, str], list[int]] = {}
+        self._sharing_pools: dict[tuple[int, str, str], set[str]] = {}
 
-    def conflict(self, request: Claimant, version: int, value: int, label: str) -> str | None:
+    def conflict(self, request: Claimant, address: Address, requested: bool = False) -> str | None:
         """Why ``request`` may not use the address, or None if it is free or shareable."""
-        use = self.uses[version].get(value)
+        use = self.uses[address[0]].get(address[1])
         if use is None:
             return None
         others = sorted(use.holders - {request.key})
         if not others:
             return None
+        label = f"requested {format_address(address)}" if requested else format_address(address)
         who = ", ".join(others)
         if request.sharing_key is None:
             return f"{label} is held by {who}, and {request.key} has no sharing key"
@@ -74,16 +77,21 @@ class Ledger:
         """The lowest address of ``pool`` that ``request`` may share, if lower than ``below``."""
         if request.sharing_key is None:
             return None
-        candidates = self._shared.get((version, request.sharing_key, request.backend), ())
+        candidates = self._shared.get((version, pool, request.sharing_key, request.backend), ())
         uses = self.uses[version]
         for value in candidates:
             if below is not None and value >= below:
                 return None
-            use = uses[value]
-            if use.pool == pool and not any(
-                    use.ports.get(p, request.key) != request.key for p in request.ports):
+            ports = uses[value].ports
+            if not any(ports.get(p, request.key) != request.key for p in request.ports):
                 return value
         return None
+
+    def pools_sharing(self, request: Claimant, version: int) -> set[str]:
+        """The pools holding addresses ``request`` might share (same key and backend)."""
+        if request.sharing_key is None:
+            return set()
+        return self._sharing_pools.get((version, request.sharing_key, request.backend), set())
 
     def claim(self, request: Claimant, version: int, value: int, pool: str) -> None:
         uses = self.uses[version]
@@ -91,8 +99,9 @@ class Ledger:
         if use is None:
             use = uses[value] = AddressUse(pool, request.sharing_key, request.backend)
             if request.sharing_key is not None:
-                group = (version, request.sharing_key, request.backend)
-                bisect.insort(self._shared.setdefault(group, []), value)
+                bisect.insort(self._shared.setdefault(
+                    (version, pool, request.sharing_key, request.backend), []), value)
+                self._sharing_pools.setdefault((version, request.sharing_key, request.backend), set()).add(pool)
         use.holders.add(request.key)
         for port in request.ports:
             use.ports[port] = request.key
@@ -108,6 +117,8 @@ class Ledger:
             return False
         del uses[value]
         if use.sharing_key is not None:
-            shared = self._shared[(version, use.sharing_key, use.backend)]
+            shared = self._shared[(version, use.pool, use.sharing_key, use.backend)]
             shared.pop(bisect.bisect_left(shared, value))
+            if not shared:
+                self._sharing_pools[(version, use.sharing_key, use.backend)].discard(use.pool)
         return True

@@ -63,12 +63,6 @@ class Pool:
         ranges = self.ranges.get(version, ())
         return any(r.start <= value <= r.end for r in ranges)
 
-    def contains(self, version: int, value: int) -> bool:
-        """Whether the pool may hand out this address (its ranges, minus buggy IPs if avoided)."""
-        if self.avoid_buggy and is_buggy_int(version, value):
-            return False
-        return self.in_ranges(version, value)
-
     def serves(self, namespace: str, labels: Mapping[str, str],
                namespace_labels: Mapping[str, Mapping[str, str]]) -> bool:
         """Whether serviceAllocation lets this Service have addresses from the pool at all.
