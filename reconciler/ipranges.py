@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from functools import lru_cache
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -48,7 +49,10 @@ def ip_from_int(version: int, value: int) -> IPAddress:
     return ipaddress.IPv4Address(value) if version == 4 else ipaddress.IPv6Address(value)
 
 
+@lru_cache(maxsize=1 << 16)
 def parse_ip(text: str) -> IPAddress:
+    """Parse one address. Cached: planning parses the same 10,000 IPs in several places, and
+    ipaddress objects are immutable, so sharing them is safe."""
     try:
         return ipaddress.ip_address(text.strip())
     except ValueError:

@@ -8,6 +8,7 @@ real changes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Literal
 
 # Annotations portside reads (MetalLB's, so existing Services keep working) and writes.
@@ -123,5 +124,9 @@ class LiveState:
     tunnels: dict[str, LiveTunnel] = field(default_factory=dict)
     zones: dict[str, LiveZone] = field(default_factory=dict)
 
+    @cached_property
+    def _services_by_key(self) -> dict[str, LiveService]:
+        return {s.key: s for s in self.services}
+
     def service(self, key: str) -> LiveService | None:
-        return next((s for s in self.services if s.key == key), None)
+        return self._services_by_key.get(key)

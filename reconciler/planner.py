@@ -16,7 +16,9 @@ Case matrix for a Service (desired = the allocation, live = status):
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import gc
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 from reconciler.allocator import Allocation, allocate, service_requests
@@ -44,8 +46,28 @@ class PlanOptions:
     owner_id: str = "portside"
 
 
+@contextmanager
+def _no_gc_pauses() -> Iterator[None]:
+    """Planning allocates many small objects over a large, long-lived heap (the documents and
+    the live state); the cyclic GC would rescan that heap again and again (more than half the
+    time of a 10,000-Service plan). Planning makes no reference cycles worth collecting, so
+    pause the collector for its bounded duration."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def make_plan(desired: DesiredState, live: LiveState, options: PlanOptions | None = None) -> Plan:
     """Everything apply would do to make ``live`` match ``desired``, in apply order."""
+    with _no_gc_pauses():
+        return _make_plan(desired, live, options)
+
+
+def _make_plan(desired: DesiredState, live: LiveState, options: PlanOptions | None) -> Plan:
     options = options or PlanOptions()
     requests, rejected = service_requests(live.services, desired.exposures)
     allocations = [*rejected, *allocate(desired.pools, requests, live.namespace_labels)]
@@ -162,20 +184,26 @@ def _announcement_changes(published: AnnouncementTable | None, fresh: Announceme
     changes = []
     for ip in sorted(old.keys() | new.keys(), key=_ip_sort_key):
         target = Target("Announcement", ip)
-        before = _announcement_json(old[ip]) if ip in old else None
-        after = _announcement_json(new[ip]) if ip in new else None
-        if before is None:
-            changes.append(Change(target, "create", None, after, f"announce for {new[ip].service}"))
-        elif after is None:
-            changes.append(Change(target, "delete", before, None, "no longer assigned or advertised"))
-        elif before != after:
-            changes.append(Change(target, "update", before, after, "candidates or interfaces changed"))
-        else:
-            changes.append(Change(target, "no-op", before, after, "up to date"))
-    fresh_json, published_json = table_to_json(fresh), table_to_json(published) if published else None
-    nodes_before = {k: published_json[k] for k in ("nodes", "heartbeat")} if published_json else None
-    nodes_after = {k: fresh_json[k] for k in ("nodes", "heartbeat")}
-    if (published is None and fresh.announcements) or (published is not None and nodes_before != nodes_after):
+        was, now = old.get(ip), new.get(ip)
+        if was is None and now is not None:
+            changes.append(Change(target, "create", None, _announcement_json(now), f"announce for {now.service}"))
+        elif now is None and was is not None:
+            changes.append(Change(target, "delete", _announcement_json(was), None, "no longer assigned or advertised"))
+        elif was != now and was is not None and now is not None:
+            changes.append(Change(target, "update", _announcement_json(was), _announcement_json(now),
+                                  "candidates or interfaces changed"))
+        elif now is not None:
+            same = _announcement_json(now)
+            changes.append(Change(target, "no-op", same, same, "up to date"))
+    membership_changed = published is not None and (
+        dict(published.nodes) != dict(fresh.nodes) or published.heartbeat != fresh.heartbeat)
+    if (published is None and fresh.announcements) or membership_changed:
         changes.append(Change(Target("Announcement", NODES_ID), "create" if published is None else "update",
-                              nodes_before, nodes_after, "speaker membership or heartbeat settings"))
+                              _membership_json(published) if published else None, _membership_json(fresh),
+                              "speaker membership or heartbeat settings"))
     return changes
+
+
+def _membership_json(table: AnnouncementTable) -> JSON:
+    as_json = table_to_json(replace(table, announcements=()))
+    return {"nodes": as_json["nodes"], "heartbeat": as_json["heartbeat"]}
