@@ -119,6 +119,7 @@ def _problem(
 def _unknown_field(model: type[BaseModel], path: FieldPath) -> tuple[str, str | None]:
     parent = _unwrap(annotation_at(model, path[:-1]))
     name = str(path[-1])
+    name = name if len(name) <= 60 else name[:57] + "..."
     if not (isinstance(parent, type) and issubclass(parent, BaseModel)):
         return f'unknown field "{name}"', None
     allowed = list(parent.model_fields)

@@ -27,7 +27,14 @@ from reconciler.desired import Origin
 from reconciler.errors import Diagnostic, UsageError
 from reconciler.fielderrors import describe_value, explain
 from reconciler.models import KINDS, Document
-from reconciler.yamlsource import FieldPath, YamlDocument, format_path, offset_position, parse_yaml
+from reconciler.yamlsource import (
+    FieldPath,
+    YamlDocument,
+    format_path,
+    offset_position,
+    parse_path,
+    parse_yaml,
+)
 
 MAX_FILE_BYTES = 1024 * 1024
 YAML_SUFFIXES = (".yaml", ".yml")
@@ -84,18 +91,6 @@ class LoadResult:
     @property
     def ok(self) -> bool:
         return not self.diagnostics
-
-
-def parse_path(text: str) -> FieldPath:
-    """``spec.addresses[0]`` -> ``("spec", "addresses", 0)``."""
-    parts: list[str | int] = []
-    for chunk in text.split(".") if text else []:
-        name, _, rest = chunk.partition("[")
-        if name:
-            parts.append(name)
-        for index in rest.split("[") if rest else []:
-            parts.append(int(index.rstrip("]")))
-    return tuple(parts)
 
 
 def load_documents(root: Path) -> LoadResult:
@@ -222,7 +217,7 @@ def _load_file(rel: str, data: bytes, result: LoadResult) -> None:
 
 def _load_document(rel: str, doc: YamlDocument, diagnostics: list[Diagnostic]) -> LoadedDocument | None:
     def problem(path: FieldPath, message: str, key: bool = False) -> None:
-        if key and path and path not in doc.key_positions:  # a missing field: point at its parent
+        if key and path and not doc.has_key(path):  # a missing field: point at its parent
             line, col = doc.key_position(path[:-1])
         else:
             line, col = doc.key_position(path) if key else doc.position(path)

@@ -18,6 +18,7 @@ Plain scalars are resolved with the YAML 1.2 core schema (what ruamel uses by de
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -49,6 +50,9 @@ USING_LIBYAML: bool = CParser is not None
 # How many nodes aliases may add to one document when expanded. Real manifests use a few
 # anchors for shared selectors; a billion-laughs document needs millions.
 ALIAS_EXPANSION_LIMIT = 10_000
+# How deeply mappings and lists may nest. Real documents stay below 15 levels; a hostile file of
+# 300,000 nested "[" would otherwise cost memory quadratic in its depth (every field path).
+MAX_DEPTH = 64
 
 FieldPath = tuple[str | int, ...]
 
@@ -70,26 +74,66 @@ _DROPPED = "\x00dropped"
 
 @dataclass
 class YamlDocument:
-    """One document of a file: its value and where each field of it was written (1-based)."""
+    """One document of a file: its value and where each field of it was written (1-based).
+
+    Every mapping and list gets a number; a field's position is stored under a short "slot" key
+    made of its container's number and its own key or index (``"3.addresses"``, ``"4[0]"``), so
+    the cost per field does not grow with its depth or with the length of its parents' keys.
+    Positions are packed into one int. Strings and ints are objects the cyclic garbage collector
+    never scans, which matters for repos of thousands of documents.
+    """
 
     value: Any
     line: int
     col: int
-    positions: dict[FieldPath, tuple[int, int]] = field(default_factory=dict)
-    key_positions: dict[FieldPath, tuple[int, int]] = field(default_factory=dict)
+    positions: dict[str, int] = field(default_factory=dict)  # slot -> packed position of the value
+    key_positions: dict[str, int] = field(default_factory=dict)  # slot -> packed position of the key
+    containers: dict[str, int] = field(default_factory=dict)  # slot -> number of the container there
+
+    def _slots(self, path: FieldPath) -> list[str]:
+        """The slots along ``path`` for as far as the document has containers."""
+        slots = [""]
+        number: int | None = self.containers.get("")
+        for part in path:
+            if number is None:
+                break
+            slot = _slot(number, part)
+            slots.append(slot)
+            number = self.containers.get(slot)
+        return slots
 
     def position(self, path: FieldPath) -> tuple[int, int]:
         """Where the value at ``path`` was written, or the nearest enclosing node that was."""
-        while path:
-            found = self.positions.get(path)
+        for slot in reversed(self._slots(path)):
+            found = self.positions.get(slot)
             if found is not None:
-                return found
-            path = path[:-1]
-        return self.positions.get((), (self.line, self.col))
+                return _unpack(found)
+        return self.line, self.col
 
     def key_position(self, path: FieldPath) -> tuple[int, int]:
         """Where the key of the field at ``path`` was written (falls back to its value)."""
-        return self.key_positions.get(path) or self.position(path)
+        slots = self._slots(path)
+        found = self.key_positions.get(slots[-1]) if path and len(slots) == len(path) + 1 else None
+        return _unpack(found) if found is not None else self.position(path)
+
+    def has_key(self, path: FieldPath) -> bool:
+        slots = self._slots(path)
+        return bool(path) and len(slots) == len(path) + 1 and slots[-1] in self.key_positions
+
+
+def _slot(container: int, part: str | int) -> str:
+    return f"{container}[{part}]" if isinstance(part, int) else f"{container}.{part}"
+
+
+def _pack(mark: Any) -> int:
+    # Columns stay below 2**21: a file is at most 1 MiB.
+    line: int = mark.line + 1
+    column: int = mark.column + 1
+    return line << 21 | column
+
+
+def _unpack(packed: int) -> tuple[int, int]:
+    return packed >> 21, packed & 0x1FFFFF
 
 
 class YamlFileError(Exception):
@@ -133,15 +177,23 @@ def _event_source(data: bytes) -> tuple[Callable[[], Any], Callable[[], None]]:
 class _Frame:
     """A mapping or sequence being built."""
 
-    __slots__ = ("anchor", "container", "key", "key_pos", "path", "size")
+    __slots__ = ("anchor", "container", "is_map", "key", "key_pos", "number", "part", "size")
 
-    def __init__(self, container: Any, path: FieldPath, anchor: str | None) -> None:
+    def __init__(self, container: Any, number: int, part: str | int | None, anchor: str | None) -> None:
         self.container = container
-        self.path = path
+        self.is_map = isinstance(container, dict)
+        self.number = number  # the container's number in YamlDocument.containers
+        self.part = part  # its key or index in its parent (None: the document itself)
         self.anchor = anchor
         self.key: str | None = None  # mapping: the key waiting for its value
-        self.key_pos: tuple[int, int] = (0, 0)
+        self.key_pos = 0
         self.size = 1
+
+    def next_part(self) -> str | int | None:
+        """The key or index of the next value placed here (None: a dropped duplicate)."""
+        if not self.is_map:
+            return len(self.container)
+        return None if self.key is _DROPPED else self.key
 
 
 class _Builder:
@@ -150,13 +202,19 @@ class _Builder:
         self.data = data
         self.documents: list[YamlDocument] = []
         self.diagnostics: list[Diagnostic] = []
+        self.stack: list[_Frame] = []
 
-    def diag(self, mark: Any, message: str, path: FieldPath = ()) -> None:
-        self.diagnostics.append(
-            Diagnostic(self.file, mark.line + 1, mark.column + 1, message, format_path(path)))
+    def human_path(self, *extra: str | int | None) -> str:
+        """The field path of the stack (plus ``extra``), for messages: ``spec.addresses[0]``."""
+        parts = [f.part for f in self.stack[1:]] + list(extra)
+        return format_path(tuple(p for p in parts if p is not None))
 
-    def fatal(self, mark: Any, message: str) -> YamlFileError:
-        return YamlFileError(Diagnostic(self.file, mark.line + 1, mark.column + 1, message))
+    def diag(self, mark: Any, message: str, path: str = "") -> None:
+        self.diagnostics.append(Diagnostic(self.file, mark.line + 1, mark.column + 1, message, path))
+
+    def fatal(self, mark: Any, message: str, with_path: bool = True) -> YamlFileError:
+        path = self.human_path() if with_path else ""
+        return YamlFileError(Diagnostic(self.file, mark.line + 1, mark.column + 1, message, path))
 
     def run(self) -> None:
         next_event, dispose = _event_source(self.data)
@@ -166,106 +224,110 @@ class _Builder:
             dispose()
 
     def build(self, next_event: Callable[[], Any]) -> None:
-        stack: list[_Frame] = []
-        anchors: dict[str, tuple[Any, int]] = {}  # name -> (value, nodes it expands to)
-        doc: YamlDocument | None = None
+        stack = self.stack
+        anchors: dict[str, tuple[Any, int, int | None]] = {}  # name -> (value, nodes, container)
+        doc = YamlDocument(None, 1, 1)
         expanded = 0  # nodes added to the current document by aliases
+        numbers = 0  # containers numbered so far in the current document
         while (event := next_event()) is not None:
             kind = type(event)
-            if kind is ScalarEvent or kind is AliasEvent:
-                if kind is ScalarEvent:
-                    value = self.scalar(event, stack)
-                    size = 1
-                else:
-                    if event.anchor not in anchors:
-                        raise self.fatal(event.start_mark, f"alias *{event.anchor} refers to no anchor "
-                                         "defined before it (recursive or undefined anchors are not allowed)")
-                    value, size = anchors[event.anchor]
-                    expanded += size
-                    if expanded > ALIAS_EXPANSION_LIMIT:
-                        raise self.fatal(event.start_mark, "aliases expand to more than "
-                                         f"{ALIAS_EXPANSION_LIMIT} nodes in this document; refusing "
-                                         "(is this a billion-laughs attack?)")
-                if kind is ScalarEvent and event.anchor:
-                    anchors[event.anchor] = (value, 1)
-                if not stack:
-                    assert doc is not None
-                    doc.value = value
-                    doc.positions[()] = (event.start_mark.line + 1, event.start_mark.column + 1)
+            if kind is ScalarEvent:
+                top = stack[-1] if stack else None
+                if top is not None and top.is_map and top.key is None:
+                    self.take_key(top, event, doc)  # the commonest event: a key of a mapping
                     continue
-                self.place(stack[-1], value, size, event.start_mark, doc)
+                value = self.scalar(event, top)
+                if event.anchor:
+                    anchors[event.anchor] = (value, 1, None)
+                self.place(top, value, 1, _pack(event.start_mark), doc)
             elif kind is MappingStartEvent or kind is SequenceStartEvent:
                 self.check_tag(event, "map" if kind is MappingStartEvent else "seq")
-                path = self.child_path(stack)
-                assert doc is not None
-                if stack and stack[-1].container is not None and isinstance(stack[-1].container, dict) \
-                        and stack[-1].key is None:
+                top = stack[-1] if stack else None
+                if top is not None and top.is_map and top.key is None:
                     raise self.fatal(event.start_mark, "a mapping key must be a plain string, not a "
                                      "mapping or a list")
-                doc.positions[path] = (event.start_mark.line + 1, event.start_mark.column + 1)
-                container: Any = {} if kind is MappingStartEvent else []
-                stack.append(_Frame(container, path, event.anchor))
+                if len(stack) >= MAX_DEPTH:
+                    raise self.fatal(event.start_mark, f"mappings and lists nest deeper than {MAX_DEPTH} "
+                                     "levels; refusing", with_path=False)
+                part = top.next_part() if top is not None else None
+                frame = _Frame({} if kind is MappingStartEvent else [], numbers, part, event.anchor)
+                numbers += 1
+                if top is None or part is not None:
+                    slot = _slot(top.number, part) if top is not None and part is not None else ""
+                    doc.positions[slot] = _pack(event.start_mark)
+                    doc.containers[slot] = frame.number
+                stack.append(frame)
             elif kind is MappingEndEvent or kind is SequenceEndEvent:
                 frame = stack.pop()
                 if frame.anchor:
-                    anchors[frame.anchor] = (frame.container, frame.size)
-                if stack:
-                    self.place(stack[-1], frame.container, frame.size, event.start_mark, doc, nested=True)
-                else:
-                    assert doc is not None
-                    doc.value = frame.container
+                    anchors[frame.anchor] = (frame.container, frame.size, frame.number)
+                self.place(stack[-1] if stack else None, frame.container, frame.size, 0, doc)
+            elif kind is AliasEvent:
+                top = stack[-1] if stack else None
+                if event.anchor not in anchors:
+                    raise self.fatal(event.start_mark, f"alias *{event.anchor} refers to no anchor "
+                                     "defined before it (recursive or undefined anchors are not allowed)")
+                value, size, number = anchors[event.anchor]
+                expanded += size
+                if expanded > ALIAS_EXPANSION_LIMIT:
+                    raise self.fatal(event.start_mark, "aliases expand to more than "
+                                     f"{ALIAS_EXPANSION_LIMIT} nodes in this document; refusing "
+                                     "(is this a billion-laughs attack?)")
+                if top is not None and top.is_map and top.key is None:
+                    raise self.fatal(event.start_mark, "a mapping key must be a plain string, not an alias")
+                part = top.next_part() if top is not None else None
+                if number is not None and top is not None and part is not None:
+                    # Fields inside an alias are found where the anchor wrote them.
+                    doc.containers[_slot(top.number, part)] = number
+                self.place(top, value, size, _pack(event.start_mark), doc)
             elif kind is DocumentStartEvent:
                 doc = YamlDocument(None, event.start_mark.line + 1, event.start_mark.column + 1)
-                anchors = {}
-                expanded = 0
+                anchors, expanded, numbers = {}, 0, 0
             elif kind is DocumentEndEvent:
-                assert doc is not None
                 self.documents.append(doc)
-                doc = None
 
-    def child_path(self, stack: list[_Frame]) -> FieldPath:
-        if not stack:
-            return ()
-        top = stack[-1]
-        if isinstance(top.container, list):
-            return (*top.path, len(top.container))
-        return (*top.path, top.key) if top.key is not None else top.path
+    def take_key(self, frame: _Frame, event: Any, doc: YamlDocument) -> None:
+        key = event.value
+        if event.tag is not None and event.tag != "!":
+            self.check_tag(event, "scalar")
+        if key == "<<" and event.implicit[0]:
+            self.diag(event.start_mark, "merge keys (<<) are not supported; write the fields out",
+                      self.human_path())
+            frame.key = _DROPPED
+        elif key in frame.container:
+            line, col = _unpack(doc.key_positions[_slot(frame.number, key)])
+            self.diag(event.start_mark, f'duplicate key "{key}" (first defined at line {line}, column {col})',
+                      self.human_path(key))
+            frame.key = _DROPPED  # the value that follows is dropped: the first definition wins
+        else:
+            frame.key = key
+            frame.key_pos = _pack(event.start_mark)
 
-    def place(self, frame: _Frame, value: Any, size: int, mark: Any, doc: YamlDocument | None,
-              nested: bool = False) -> None:
-        assert doc is not None
+    def place(self, frame: _Frame | None, value: Any, size: int, position: int, doc: YamlDocument) -> None:
+        """Put a finished value into its parent; ``position`` 0: already recorded at its start."""
+        if frame is None:
+            doc.value = value
+            if position:
+                doc.positions[""] = position
+            return
         frame.size += size
         container = frame.container
-        if isinstance(container, list):
-            if not nested:
-                doc.positions[(*frame.path, len(container))] = (mark.line + 1, mark.column + 1)
+        if not frame.is_map:
+            if position:
+                doc.positions[f"{frame.number}[{len(container)}]"] = position
             container.append(value)
-            return
-        if frame.key is None:  # this scalar is a key
-            if not isinstance(value, str):
-                value = "" if value is None else str(value)
-            if value == "<<":
-                self.diag(mark, "merge keys (<<) are not supported; write the fields out", frame.path)
-            elif value in container:
-                line, col = doc.key_positions[(*frame.path, value)]
-                self.diag(mark, f'duplicate key "{value}" (first defined at line {line}, column {col})',
-                          (*frame.path, value))
-                value = None  # the value that follows is dropped: the first definition wins
-            frame.key = value if value is not None else _DROPPED
-            if value is not None and value != "<<":
-                frame.key_pos = (mark.line + 1, mark.column + 1)
             return
         key = frame.key
         frame.key = None
-        if key is _DROPPED or key == "<<":
+        if key is _DROPPED or key is None:
             return
-        path = (*frame.path, key)
-        doc.key_positions[path] = frame.key_pos
-        if not nested:
-            doc.positions[path] = (mark.line + 1, mark.column + 1)
+        slot = f"{frame.number}.{key}"
+        doc.key_positions[slot] = frame.key_pos
+        if position:
+            doc.positions[slot] = position
         container[key] = value
 
-    def scalar(self, event: Any, stack: list[_Frame]) -> Any:
+    def scalar(self, event: Any, frame: _Frame | None) -> Any:
         tag = event.tag
         text: str = event.value
         if tag is None or tag == "!":
@@ -277,8 +339,9 @@ class _Builder:
         expected = _TAG_TYPES.get(tag)
         if expected is not None and (not isinstance(value, expected)
                                      or (expected is int and isinstance(value, bool))):
+            part = frame.next_part() if frame is not None else None
             self.diag(event.start_mark, f"{text!r} is not a valid {tag.removeprefix(_TAG)}",
-                      self.child_path(stack))
+                      self.human_path(part))
         return value
 
     def check_tag(self, event: Any, kind: str) -> None:
@@ -290,7 +353,6 @@ class _Builder:
             shown = "!!" + tag.removeprefix(_TAG) if tag.startswith(_TAG) else tag
             raise self.fatal(event.start_mark, f"tag {shown} is not allowed: only the standard tags "
                              "!!str, !!int, !!float, !!bool, !!null, !!map and !!seq are")
-
 
 
 def parse_yaml(data: bytes, file: str) -> tuple[list[YamlDocument], list[Diagnostic]]:
@@ -335,11 +397,26 @@ def offset_position(data: bytes, offset: int) -> tuple[int, int]:
 
 
 def format_path(path: FieldPath) -> str:
-    """``("spec", "addresses", 0)`` -> ``spec.addresses[0]``."""
+    """``("spec", "addresses", 0)`` -> ``spec.addresses[0]``; odd keys are quoted: ``labels["a.b/c"]``."""
     out = ""
     for part in path:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
+        out = f"{out}[{part}]" if isinstance(part, int) else _join(out, part)
     return out
+
+
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_/-]+")
+_PATH_PART = re.compile(r'\.?([A-Za-z0-9_/-]+)|\[(\d+)\]|\[("(?:[^"\\]|\\.)*")\]')
+
+
+def _join(path: str, key: str) -> str:
+    if not _PLAIN_KEY.fullmatch(key):
+        return f"{path}[{json.dumps(key)}]"
+    return f"{path}.{key}" if path else key
+
+
+def parse_path(text: str) -> FieldPath:
+    """``spec.addresses[0]`` -> ``("spec", "addresses", 0)``; the inverse of :func:`format_path`."""
+    parts: list[str | int] = []
+    for name, index, quoted in _PATH_PART.findall(text):
+        parts.append(name if name else int(index) if index else json.loads(quoted))
+    return tuple(parts)

@@ -121,6 +121,8 @@ CASES = [
          "tag !!python/object/apply:os.system is not allowed"),
     Case("custom-tag", POOL.replace("  - 192.168.1.0/24", "  - !cidr 192.168.1.0/24"), "broken.yaml:8:5",
          "tag !cidr is not allowed"),
+    Case("deep-nesting", POOL + "  serviceAllocation: " + "[" * 100 + "]" * 100 + "\n", "broken.yaml:9:84",
+         "nest deeper than 64 levels"),
     Case("empty-document", POOL + "---\n---\n" + TUNNEL, "broken.yaml:9:1", "empty document"),
     Case("not-a-mapping", "- apiVersion: portside.io/v1alpha1\n  kind: Tunnel\n", "broken.yaml:1:1",
          "a document must be a mapping with apiVersion and kind, got a list"),

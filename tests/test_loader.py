@@ -10,9 +10,9 @@ import pytest
 from reconciler import yamlsource
 from reconciler.desired import Origin
 from reconciler.errors import UsageError
-from reconciler.loader import load_documents, parse_path
+from reconciler.loader import load_documents
 from reconciler.models import IPAddressPool, L2Advertisement
-from reconciler.yamlsource import parse_yaml
+from reconciler.yamlsource import format_path, parse_path, parse_yaml
 
 POOL = """\
 apiVersion: metallb.io/v1beta1
@@ -79,6 +79,9 @@ def test_anchors_and_aliases_within_budget_are_fine() -> None:
     [doc], problems = parse_yaml(text, "f.yaml")
     assert problems == []
     assert doc.value["nodes"] == [{"matchLabels": {"zone": "a"}}] * 2
+    # A field inside an alias is found where the anchor wrote it; the alias itself where it stands.
+    assert doc.position(("nodes", 1, "matchLabels", "zone")) == (1, 30)
+    assert doc.position(("nodes", 1)) == (2, 13)
 
 
 @pytest.mark.timeout(10)
@@ -118,6 +121,17 @@ def test_parse_path_round_trips() -> None:
     assert parse_path("spec.addresses[0]") == ("spec", "addresses", 0)
     assert parse_path("spec.matrix[1][2].x") == ("spec", "matrix", 1, 2, "x")
     assert parse_path("") == ()
+    path = ("spec", "nodeSelectors", 0, "matchLabels", "kubernetes.io/hostname")
+    assert format_path(path) == 'spec.nodeSelectors[0].matchLabels["kubernetes.io/hostname"]'
+    assert parse_path(format_path(path)) == path
+    assert parse_path(format_path(("a", "", 'q"uote', "80"))) == ("a", "", 'q"uote', "80")
+
+
+def test_keys_with_dots_have_their_own_positions() -> None:
+    text = b"labels:\n  a.b: 1\n  a: {b: 2}\n"
+    [doc], _ = parse_yaml(text, "f.yaml")
+    assert doc.position(("labels", "a.b")) == (2, 8)
+    assert doc.position(("labels", "a", "b")) == (3, 10)
 
 
 # --- typed documents ---------------------------------------------------------------------------
