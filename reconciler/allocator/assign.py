@@ -10,6 +10,14 @@ One run, in four passes over the requests sorted by key:
 3. completion: dual-stack holders missing a family get it from the pool they already use;
 4. automatic: everyone else gets the lowest usable IP of the first fitting pool, pools ordered
    by serviceAllocation priority, then name (MetalLB leaves that order to chance).
+
+Pool order for automatic allocation follows MetalLB: first the autoAssign pools whose
+serviceAllocation matches the Service (priority ascending, unset last, then name), then the
+autoAssign pools without serviceAllocation (by name). A pinned pool is the only one tried, and
+autoAssign does not matter for it (nor for requested IPs). Where MetalLB differs or is silent:
+a serviceAllocation with only a priority matches every Service (MetalLB would never use such a
+pool automatically); "lowest usable" is over the pool's ranges sorted by address, not in the
+order written; and conflicts between two holders of one IP go to the lower key.
 """
 
 from __future__ import annotations
@@ -46,11 +54,16 @@ class _Work:
     wanted: tuple[int, ...] = ()  # families, preferred first
     need_all: bool = False  # RequireDualStack: every wanted family or nothing
     requested: tuple[Address, ...] = ()
-    current: dict[str, Address | None] = field(default_factory=dict)  # live text -> parsed
+    current: tuple[tuple[str, Address | None], ...] = ()  # (live text, parsed)
     held: dict[int, int] = field(default_factory=dict)  # family -> address claimed in the ledger
     pool: Pool | None = None
-    lost: dict[Address, str] = field(default_factory=dict)  # current address -> why it goes
+    lost: dict[Address, str] | None = None  # current address -> why it goes (rarely any)
     pending: str | None = None
+
+    def lose(self, address: Address, reason: str) -> None:
+        if self.lost is None:
+            self.lost = {}
+        self.lost[address] = reason
 
     @property
     def describe_families(self) -> str:
@@ -95,8 +108,8 @@ class _Run:
 
     def _prepare(self, r: ServiceRequest) -> _Work:
         w = _Work(r, Claimant.of(r))
-        for text in r.current:
-            w.current[text] = parse_address(text)
+        if r.current:
+            w.current = tuple((text, parse_address(text)) for text in dict.fromkeys(r.current))
         families: list[int] = []
         for name in r.ip_families:
             if name not in _FAMILIES:
@@ -154,15 +167,15 @@ class _Run:
         r = w.request
         if len(w.current) == 1 and not w.requested and r.invalid is None and self._keep_single(w):
             return
-        valid = [a for a in w.current.values() if a is not None]
+        valid = [a for _, a in w.current if a is not None]
         keep: list[Address] = []
         for address in valid:
             if w.requested and set(valid) != set(w.requested):
-                w.lost[address] = f"{r.key} requests {', '.join(format_address(a) for a in w.requested)}"
+                w.lose(address, f"{r.key} requests {', '.join(format_address(a) for a in w.requested)}")
             elif address[0] not in w.wanted:
-                w.lost[address] = f"{r.key} is {w.describe_families}"
+                w.lose(address, f"{r.key} is {w.describe_families}")
             elif any(k[0] == address[0] for k in keep):
-                w.lost[address] = f"{r.key} holds two {FAMILY_NAMES[address[0]]} addresses; one is enough"
+                w.lose(address, f"{r.key} holds two {FAMILY_NAMES[address[0]]} addresses; one is enough")
             else:
                 keep.append(address)
         home: Pool | None = None
@@ -174,16 +187,17 @@ class _Run:
             elif owner.avoid_buggy and is_buggy_int(*address):
                 reason = f"pool {owner.name} avoids buggy IPs (.0 and .255)"
             elif home is not None and owner is not home:
-                reason = (f"{format_address(address)} is in pool {owner.name}, apart from the other address "
-                          f"in pool {home.name}")
+                reason = (f"{format_address(address)} is in pool {owner.name}, apart from the other "
+                          f"address in pool {home.name}")
             elif r.invalid is None and r.pool is not None and owner.name != r.pool:
-                reason = f"{r.key} is pinned to pool {r.pool}, and {format_address(address)} is from pool {owner.name}"
+                reason = (f"{r.key} is pinned to pool {r.pool}, and {format_address(address)} "
+                          f"is from pool {owner.name}")
             elif not owner.serves(r.namespace, r.labels, self.namespace_labels):
                 reason = f"pool {owner.name} serves only {owner.describe_scope()}"
             else:
                 reason = self.ledger.conflict(w.claimant, address)
             if reason is not None:
-                w.lost[address] = reason
+                w.lose(address, reason)
                 keep.remove(address)
             elif owner is not None:
                 home = owner
@@ -195,7 +209,7 @@ class _Run:
 
     def _keep_single(self, w: _Work) -> bool:
         """The common case, one address that is still fine, without building any reason."""
-        [address] = w.current.values()
+        [(_, address)] = w.current
         if address is None or address[0] not in w.wanted or address[1] in self.ledger.uses[address[0]]:
             return False
         owner = self.index.owner(*address)
@@ -258,9 +272,9 @@ class _Run:
             elif w.need_all:
                 # Without a pair from the same pool the Service starts over in another pool.
                 for held_family, held_value in list(w.held.items()):
-                    w.lost[(held_family, held_value)] = (
+                    w.lose((held_family, held_value), (
                         f"RequireDualStack: pool {pool.name} has no free {FAMILY_NAMES[family]} address "
-                        f"to pair with {format_address((held_family, held_value))}")
+                        f"to pair with {format_address((held_family, held_value))}"))
                     self._release(w, held_family)
                 w.pool = None
                 return
@@ -371,12 +385,14 @@ class _Run:
     def _result(self, w: _Work) -> Allocation:
         r = w.request
         final = {(f, v) for f, v in w.held.items()}
-        revoked = tuple(text for text, a in w.current.items() if a not in final) if w.current else ()
+        gone = [(text, a) for text, a in w.current if a not in final] if w.current else []
+        revoked = tuple(text for text, _ in gone)
         reasons: list[str] = []
-        for text in revoked:
-            address = w.current[text]
-            reason = w.lost.get(address) if address is not None else f"{text!r} is not an IP address"
-            reason = reason or "reassigned"
+        for text, address in gone:
+            if address is None:
+                reason = f"{text!r} is not an IP address"
+            else:
+                reason = (w.lost or {}).get(address) or "reassigned"
             if reason not in reasons:
                 reasons.append(reason)
         revoke_reason = "; ".join(reasons) if reasons else None
