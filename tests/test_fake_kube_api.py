@@ -427,7 +427,9 @@ def test_continue_token_older_than_history_is_410(kube: FakeKube, core: Any) -> 
     kube.compact()
     with pytest.raises(ApiException) as err:
         core.list_namespaced_config_map("default", limit=1, _continue=first.metadata._continue)
-    assert (err.value.status, status_of(err.value)["reason"]) == (410, "Expired")
+    body = status_of(err.value)
+    assert (err.value.status, body["reason"]) == (410, "Expired")
+    assert body["message"].startswith("The provided continue parameter is too old")
 
 
 def test_label_and_field_selectors(target: Target) -> None:
@@ -569,9 +571,9 @@ def test_watch_from_a_compacted_resource_version_is_410_gone(kube: FakeKube, cor
     assert event["type"] == "ERROR"
     assert {k: event["object"][k] for k in ("kind", "status", "reason", "code")} == {
         "kind": "Status", "status": "Failure", "reason": "Expired", "code": 410}
-    # The client retries once from the same resourceVersion, then raises.
+    # The client raises it (with timeout_seconds it does not retry, so a bug cannot hang the test).
     with pytest.raises(ApiException) as err:
-        list(Watch().stream(core.list_service_for_all_namespaces, resource_version=old))
+        list(Watch().stream(core.list_service_for_all_namespaces, resource_version=old, timeout_seconds=5))
     assert err.value.status == 410 and "Expired: too old resource version" in err.value.reason
 
 
@@ -583,7 +585,7 @@ def test_history_window_expires_old_resource_versions() -> None:
             small_core.create_namespaced_config_map("default", {"metadata": {"name": f"cm-{i}"}})
         with pytest.raises(ApiException) as err:
             list(Watch().stream(small_core.list_namespaced_config_map, "default",
-                                      resource_version=start))
+                                      resource_version=start, timeout_seconds=5))
         assert err.value.status == 410
         recent = str(int(small.resource_version) - 2)
         events = take(Watch().stream(small_core.list_namespaced_config_map, "default",
