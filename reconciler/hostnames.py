@@ -20,6 +20,8 @@ _PYTHON_ONLY_GROUPS = {"(?=": "lookahead", "(?!": "negative lookahead", "(?<=": 
 
 def hostname_problem(hostname: str) -> str | None:
     """Why ``hostname`` cannot be a route hostname, or None when it can."""
+    if len(hostname) > 253:
+        return f'"{hostname[:40]}..." is longer than 253 characters'
     if "://" in hostname:
         return f'"{hostname}" is a URL; write only the hostname (e.g. "blog.example.dev")'
     if ":" in hostname:
@@ -52,7 +54,7 @@ def zone_problem(zone: str) -> str | None:
 
 def _dns_name_problem(name: str, labels: list[str]) -> str | None:
     if len(name) > 253:
-        return f'"{name}" is longer than 253 characters'
+        return f'"{name[:40]}..." is longer than 253 characters'
     if len(labels) < 2:
         return f'"{name}" is not a fully qualified name; write e.g. "blog.example.dev"'
     for label in labels:
@@ -70,6 +72,8 @@ def in_zone(hostname: str, zone: str) -> bool:
 
 def path_problem(path: str) -> str | None:
     """Why ``path`` is not a regular expression cloudflared (Go RE2) accepts, or None."""
+    if len(path) > 1024:
+        return f'"{path[:40]}..." is longer than 1024 characters'
     try:
         re.compile(path)
     except re.error as exc:

@@ -20,6 +20,9 @@ def origin_problem(service: str) -> str | None:
     """Why cloudflared would reject ``service`` as an origin, or None when it accepts it."""
     if service in BUILT_IN:
         return None
+    if len(service) > 2048:
+        return f'"{service[:40]}..." is longer than 2048 characters'
+
     if service.startswith("http_status:"):
         code = service.removeprefix("http_status:")
         if not code.isdigit() or not 100 <= int(code) <= 999:

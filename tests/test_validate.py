@@ -192,6 +192,7 @@ def test_valid_hostnames(hostname: str) -> None:
     ("-x.example.dev", 'label "-x"'),
     ("a" * 64 + ".example.dev", "must be 1-63"),
     ("a." * 127 + "dev", "longer than 253"),
+    ("a" * 100_000, "longer than 253"),
 ])
 def test_invalid_hostnames(hostname: str, phrase: str) -> None:
     problem = hostname_problem(hostname)
