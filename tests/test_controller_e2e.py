@@ -194,6 +194,17 @@ def test_push_webhook_poll_and_a_broken_commit(tmp_path: Path, processes: list[P
     assert set(local_services(state)) == {"default/blog", "default/wiki", "default/shop"}
     assert run.metric("portside_reconciles_total") >= 3
 
+    # Deleting everything portside owns is refused without --allow-mass-delete.
+    for name in ("blog", "wiki", "shop"):
+        (remote.work / "svc" / f"{name}.yaml").unlink()
+    emptied = remote.push({}, message="remove every exposure")
+    assert run.webhook() == 202
+    wait_for(lambda: run.status()["lastAttemptedRevision"] == emptied, what="the mass deletion attempted")
+    assert any("allow it explicitly" in line for line in run.status()["errors"]), run.status()["errors"]
+    assert run.status()["lastAppliedRevision"] == fixed
+    assert set(local_services(state)) == {"default/blog", "default/wiki", "default/shop"}
+    assert run.metric('portside_errors_total{kind="refused"}') == 1
+
     assert run.stop() == 0
     logs = [json.loads(line) for line in run.lines if line.startswith("{")]
     assert logs and all({"time", "level", "logger", "message"} <= set(entry) for entry in logs)
@@ -212,6 +223,22 @@ def test_a_push_without_webhook_is_applied_on_the_next_poll(tmp_path: Path, proc
     wait_for(lambda: run.applied(second), timeout=5, what="the poll")
     assert time.monotonic() - pushed < 1.0 + 1.0
     assert "default/wiki" in local_services(state)
+
+
+def test_a_directory_source_replans_on_every_save(tmp_path: Path, processes: list[Portside]) -> None:
+    repo = tmp_path / "repo"
+    (repo / "svc").mkdir(parents=True)
+    (repo / "pool.yaml").write_text(POOL)
+    (repo / "svc" / "blog.yaml").write_text(exposure("blog"))
+    state = tmp_path / "state"
+    run = Portside(tmp_path, "dir", ["--source", str(repo), "--state", str(state), "--interval", "1h"])
+    processes.append(run)
+    wait_for(lambda: "default/blog" in local_services(state), what="the first apply")
+    (repo / "svc" / "wiki.yaml").write_text(exposure("wiki"))
+    saved = time.monotonic()
+    wait_for(lambda: "default/wiki" in local_services(state), timeout=5, what="the save applied")
+    assert time.monotonic() - saved < 2.0, "a save is applied at once, not on the hourly poll"
+    assert run.status()["lastAppliedRevision"].startswith("dir-")
 
 
 # -- a cluster and Cloudflare ----------------------------------------------------------------------
