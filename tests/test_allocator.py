@@ -610,6 +610,13 @@ def test_invalid_requests(request_: ServiceRequest, reason: str) -> None:
     assert result.pending_reason is not None and reason in result.pending_reason
 
 
+def test_a_holder_that_turns_invalid_is_told_why_it_loses_its_ip() -> None:
+    request = ServiceRequest("ns/a", "ns", current=("10.0.0.1",), ip_families=("IPv5",))
+    [result] = allocate([pool("p", "10.0.0.0/30")], [request], {})
+    assert result == Allocation("ns/a", (), None, "unknown IP family 'IPv5' (expected IPv4 or IPv6)",
+                                ("10.0.0.1",), "unknown IP family 'IPv5' (expected IPv4 or IPv6)")
+
+
 def test_large_ipv6_pool_is_cheap() -> None:
     pools = [pool("v6", "fd00::/64")]
     requests = [ServiceRequest(f"ns/s{i:04d}", "ns", ip_families=("IPv6",)) for i in range(1000)]

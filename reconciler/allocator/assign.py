@@ -153,11 +153,11 @@ class _Run:
             return f"two {FAMILY_NAMES[families[0]]} addresses requested; a Service takes one per family"
         for address in parsed:
             if address[0] not in w.wanted:
-                return f"requested {format_address(address)} is {FAMILY_NAMES[address[0]]}, but {r.key} is " \
-                       f"{w.describe_families}"
+                return (f"requested {format_address(address)} is {FAMILY_NAMES[address[0]]}, "
+                        f"but {r.key} is {w.describe_families}")
         if parsed and w.need_all and len(parsed) < 2:
-            return f"RequireDualStack needs one IPv4 and one IPv6 address, but only {format_address(parsed[0])} " \
-                   f"is requested"
+            return (f"RequireDualStack needs one IPv4 and one IPv6 address, but only "
+                    f"{format_address(parsed[0])} is requested")
         w.requested = tuple(sorted(parsed, key=lambda a: w.wanted.index(a[0])))
         return None
 
@@ -392,7 +392,7 @@ class _Run:
             if address is None:
                 reason = f"{text!r} is not an IP address"
             else:
-                reason = (w.lost or {}).get(address) or "reassigned"
+                reason = (w.lost or {}).get(address) or w.pending or "reassigned"
             if reason not in reasons:
                 reasons.append(reason)
         revoke_reason = "; ".join(reasons) if reasons else None
