@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import http.server
+import os
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -178,6 +181,11 @@ def test_load_auth(tmp_path: Path) -> None:
     key.write_text("k")
     env = load_auth(ssh_key_file=key, environ={}).env()
     assert f"-i {key}" in env["GIT_SSH_COMMAND"] and "BatchMode=yes" in env["GIT_SSH_COMMAND"]
+    from_env = load_auth(environ={"PORTSIDE_GIT_SSH_KEY": "-----BEGIN KEY-----"}, key_dir=tmp_path / "c")
+    assert from_env.ssh_key_file is not None
+    assert from_env.ssh_key_file.read_text() == "-----BEGIN KEY-----\n"
+    assert from_env.ssh_key_file.stat().st_mode & 0o077 == 0, "only we may read the key"
+    assert "BEGIN KEY" not in from_env.env()["GIT_SSH_COMMAND"]
 
 
 @pytest.mark.parametrize(("text", "ref"), [
@@ -221,3 +229,70 @@ def test_signature_verification_refuses_unverified_commits(remote: Remote, tmp_p
 
     again = remote.push({"a.yaml": "4\n"}, sign_key=key)
     assert source.sync().revision == again
+
+
+class _GitHTTP(http.server.BaseHTTPRequestHandler):
+    """Smart HTTP through `git http-backend` (CGI), behind HTTP Basic auth with one token."""
+
+    project_root: Path
+    expected: str
+    seen_auth: list[str]
+
+    def _serve(self) -> None:
+        auth = self.headers.get("Authorization", "")
+        self.seen_auth.append(auth)
+        if auth != self.expected:
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="git"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        path, _, query = self.path.partition("?")
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        env = {"GIT_PROJECT_ROOT": str(self.project_root), "GIT_HTTP_EXPORT_ALL": "1",
+               "PATH_INFO": path, "QUERY_STRING": query, "REQUEST_METHOD": self.command,
+               "CONTENT_TYPE": self.headers.get("Content-Type", ""), "CONTENT_LENGTH": str(len(body)),
+               "GIT_PROTOCOL": self.headers.get("Git-Protocol", ""), "PATH": os.environ["PATH"]}
+        out = subprocess.run(["git", "http-backend"], input=body, env=env, capture_output=True).stdout
+        head, _, payload = out.partition(b"\r\n\r\n")
+        headers = dict(line.split(": ", 1) for line in head.decode().split("\r\n") if ": " in line)
+        self.send_response(int(headers.pop("Status", "200").split()[0]))
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    do_GET = _serve
+    do_POST = _serve
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_https_token_reaches_the_server_only_as_a_header(remote: Remote, tmp_path: Path) -> None:
+    sha = remote.push({"a.yaml": "1\n"})
+    token = "tok-3f9a7c1e2b"
+    seen: list[str] = []
+    auth = GitAuth(token=token)
+    handler = type("Handler", (_GitHTTP,), {"project_root": remote.bare.parent, "seen_auth": seen,
+                                            "expected": f"Basic {auth.secrets()[1]}"})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/remote.git"
+        source = GitSource(url, cache_dir=tmp_path / "cache", auth=auth)
+        assert source.sync().revision == sha
+        assert seen and all(s == f"Basic {auth.secrets()[1]}" for s in seen), "every request carried it"
+        stored = (source.home / "repo.git" / "config").read_text()
+        assert token not in stored and auth.secrets()[1] not in stored
+
+        wrong = GitSource(url, cache_dir=tmp_path / "other", auth=GitAuth(token="wrong-token-value"))
+        with pytest.raises(SourceError) as caught:
+            wrong.sync()
+        assert "wrong-token-value" not in str(caught.value)
+        assert GitAuth(token="wrong-token-value").secrets()[1] not in str(caught.value)
+    finally:
+        server.shutdown()
+        server.server_close()

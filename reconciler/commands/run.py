@@ -81,7 +81,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="HTTPS token for the remote (or env PORTSIDE_GIT_TOKEN)")
     src.add_argument("--git-username", default=None,
                      help="user name sent with the token (default x-access-token)")
-    src.add_argument("--ssh-key-file", type=Path, default=None, metavar="FILE", help="SSH private key")
+    src.add_argument("--ssh-key-file", type=Path, default=None, metavar="FILE",
+                     help="SSH private key (or the key itself in env PORTSIDE_GIT_SSH_KEY)")
     src.add_argument("--ssh-known-hosts", type=Path, default=None, metavar="FILE",
                      help="known_hosts for SSH remotes (default: trust on first use)")
     src.add_argument("--verify-signatures", action="store_true",
@@ -127,7 +128,8 @@ def build_source(args: argparse.Namespace) -> Source:
             if path is not None and not path.exists():
                 raise UsageError(f"{flag} {path}: no such file or directory")
         verify = SignaturePolicy(allowed_signers=args.allowed_signers, gpg_home=args.gpg_home)
-    auth = load_auth(args.git_token_file, args.ssh_key_file, args.ssh_known_hosts, args.git_username)
+    auth = load_auth(args.git_token_file, args.ssh_key_file, args.ssh_known_hosts, args.git_username,
+                     key_dir=cache_dir)
     return GitSource(text, ref=args.ref, path=args.path, cache_dir=cache_dir, auth=auth, verify=verify)
 
 

@@ -34,6 +34,7 @@ from reconciler.source import Checkout
 log = logging.getLogger(__name__)
 
 TOKEN_ENV = "PORTSIDE_GIT_TOKEN"
+SSH_KEY_ENV = "PORTSIDE_GIT_SSH_KEY"
 LOCAL_REF = "refs/portside/head"
 FETCH_TIMEOUT = 120.0  # seconds; a hung remote must not hang the controller forever
 KEEP_TREES = 4
@@ -119,8 +120,9 @@ class GitAuth:
 
 def load_auth(token_file: Path | None = None, ssh_key_file: Path | None = None,
               known_hosts_file: Path | None = None, username: str | None = None,
-              environ: Mapping[str, str] | None = None) -> GitAuth:
-    """Credentials from ``--git-token-file`` or ``$PORTSIDE_GIT_TOKEN`` and ``--ssh-key-file``."""
+              environ: Mapping[str, str] | None = None, key_dir: Path | None = None) -> GitAuth:
+    """Credentials: ``--git-token-file`` or ``$PORTSIDE_GIT_TOKEN``; ``--ssh-key-file`` or the key
+    itself in ``$PORTSIDE_GIT_SSH_KEY`` (ssh needs a file: it goes to ``key_dir``, mode 0600)."""
     environ = os.environ if environ is None else environ
     token: str | None = None
     if token_file is not None:
@@ -135,8 +137,23 @@ def load_auth(token_file: Path | None = None, ssh_key_file: Path | None = None,
     for flag, path in (("--ssh-key-file", ssh_key_file), ("--ssh-known-hosts", known_hosts_file)):
         if path is not None and not path.is_file():
             raise UsageError(f"{flag} {path}: no such file")
+    key_text = environ.get(SSH_KEY_ENV, "").strip()
+    if ssh_key_file is None and key_text:
+        if key_dir is None:
+            raise UsageError(f"${SSH_KEY_ENV} is set but there is no directory to put the key in")
+        ssh_key_file = _private_file(key_dir / "ssh" / "id", key_text + "\n")
     return GitAuth(token=token, username=username or "x-access-token",
                    ssh_key_file=ssh_key_file, known_hosts_file=known_hosts_file)
+
+
+def _private_file(path: Path, text: str) -> Path:
+    """Write ``text`` readable by us alone (ssh refuses a key others can read)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.chmod(path, 0o600)
+    return path
 
 
 def split_credentials(url: str) -> tuple[str, str | None, str | None]:
