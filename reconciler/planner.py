@@ -104,6 +104,7 @@ def _make_plan(desired: DesiredState, live: LiveState, options: PlanOptions | No
 
     warnings = [f"{a.key} stays pending: {a.pending_reason}" for a in allocations
                 if not a.ips and a.pending_reason]
+    warnings.extend(f"{a.key} {a.warning}" for a in allocations if a.warning)
     announced = {a.ip for a in fresh.announcements}
     warnings.extend(f"{ip} ({a.key}, pool {a.pool}) is not announced: no L2Advertisement selects the pool "
                     "and a node for it" for a in allocations for ip in a.ips if ip not in announced)

@@ -205,13 +205,14 @@ class Speaker:
             log.exception("the table source %s stopped", self.source.description)
 
     def _shutdown(self) -> None:
-        # Stop answering first, then tell peers, so that for a moment nobody answers rather
-        # than two nodes at once.
+        # Stop answering first (the loop is over and nothing is elected), then tell peers, so that
+        # for a moment nobody answers rather than two nodes at once. Closing packet sockets waits
+        # for an RCU grace period (~10 ms each), so that comes after the peers know.
         self.elected = {}
+        self.peers.stop(leaving=True)
         for iface in self.interfaces.values():
             iface.close()
         self.interfaces.clear()
-        self.peers.stop(leaving=True)
         self._source_stop.set()
         if self.links is not None:
             self.links.close()
