@@ -1,0 +1,338 @@
+"""The speaker on real kernels (network namespaces; needs root): failover and ARP latency, as JSON.
+
+    sudo python bench/bench_speaker.py [--trials 10] [--rate 2000] [--load-seconds 5]
+
+Topology: a bridge, three node namespaces (a, b, c) running ``portside speaker`` with the default
+heartbeat settings, and a client namespace whose kernel is the client. The VIP's candidates are
+a, b, c. Client sysctls are left at their defaults (``locktime`` 1 s included).
+
+- failover_kill9_ms: from ``kill -9`` of the elected speaker (a) to the client's kernel neighbour
+  entry for the VIP pointing at b's MAC, as reported by ``ip monitor neigh`` in the client
+  namespace. Before each trial the client's entry is left alone for more than ``locktime``.
+- failover_graceful_ms: the same for SIGTERM (the speaker sends a "leaving" heartbeat).
+- arp_reply_latency_us: who-has for the VIP at ``--rate`` per second from a raw socket in the
+  client namespace, and in the same run who-has for node a's own address (answered by a's
+  kernel); latency from just before ``send`` to the kernel's receive timestamp of the reply.
+- speaker: RSS and CPU of a's speaker, idle (heartbeats only) and under the who-has load, with
+  the 3-IP table and with a 10,000-IP table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import queue
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from netns import Member, Topology, speaker_command, status, wait_for  # noqa: E402
+
+from reconciler.announcement_table import (  # noqa: E402
+    DEFAULT_HEARTBEAT,
+    Announcement,
+    AnnouncementTable,
+    NodeInfo,
+    encode_table,
+    rank_candidates,
+)
+from reconciler.speaker.daemon import GARP_REPEATS_S  # noqa: E402
+from reconciler.speaker.packets import (  # noqa: E402
+    ARP_OP_REPLY,
+    ARP_OP_REQUEST,
+    BROADCAST_MAC,
+    ETH_P_ARP,
+    ArpPacket,
+    decode_arp,
+    encode_arp,
+    ethernet,
+    mac_to_bytes,
+)
+
+VIP = "10.77.0.100"
+KEY = b"bench-heartbeat-key-0123456789abcdef"
+SO_TIMESTAMPNS = 35
+LOCKTIME_S = 1.0  # the client's default neighbour locktime
+
+
+class NeighMonitor:
+    """``ip monitor neigh`` in the client namespace; every line with the monotonic time it arrived."""
+
+    def __init__(self, client: Member) -> None:
+        self.lines: queue.Queue[tuple[float, str]] = queue.Queue()
+        self.proc = subprocess.Popen(["ip", "-n", client.netns, "monitor", "neigh"], stdout=subprocess.PIPE,
+                                     text=True, bufsize=1)
+        client.topology.processes.append(self.proc)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put((time.monotonic(), line.strip()))
+
+    def clear(self) -> None:
+        while not self.lines.empty():
+            self.lines.get_nowait()
+
+    def wait(self, ip: str, mac: str, timeout: float) -> float:
+        """The time the client's entry for ``ip`` got ``mac``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"the client's entry for {ip} did not move to {mac}")
+            try:
+                at, line = self.lines.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if line.startswith(f"{ip} ") and f"lladdr {mac}" in line:
+                return at
+
+
+class Cluster:
+    def __init__(self, topology: Topology, workdir: Path, count: int) -> None:
+        self.t = topology
+        self.workdir = workdir
+        self.table_path = workdir / "table" / "announcements.json"
+        self.table_path.parent.mkdir()
+        (workdir / "key").write_bytes(KEY)
+        self.speakers: dict[str, subprocess.Popen[bytes]] = {}
+        self.write_table(count)
+
+    def write_table(self, count: int) -> None:
+        nodes = {n: NodeInfo(self.t[n].ip) for n in "abc"}
+        announcements = [Announcement(VIP, "bench/web", (), ("a", "b", "c"))]
+        for i in range(count - 1):  # filler IPs in another range, never asked for
+            ip = f"10.78.{i // 250}.{i % 250 + 1}"
+            announcements.append(Announcement(ip, f"bench/svc-{i}", (), rank_candidates(nodes, ip)))
+        table = AnnouncementTable(count, "bench", DEFAULT_HEARTBEAT, nodes, tuple(announcements))
+        temporary = self.table_path.with_suffix(".tmp")
+        temporary.write_text(encode_table(table))
+        temporary.rename(self.table_path)
+
+    def start(self, node: str) -> None:
+        argv = speaker_command(node, self.table_path, self.workdir / "key")
+        self.speakers[node] = self.t[node].spawn(*argv, log_path=self.workdir / f"speaker-{node}.log")
+
+    def settled(self) -> bool:
+        """a announces the VIP, b and c do not, and everyone hears everyone."""
+        states = {n: status(self.t[n]) for n in "abc"}
+        if any(s is None for s in states.values()):
+            return False
+        return (VIP in states["a"]["announcing"] and all(VIP not in states[n]["announcing"] for n in "bc")
+                and all(all(s["peers"].values()) and len(s["peers"]) == 2 for s in states.values()))
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+
+    def pick(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
+
+    return {"n": len(values), "p50": round(statistics.median(ordered), 1), "p90": pick(0.9),
+            "p99": pick(0.99), "max": round(ordered[-1], 1), "min": round(ordered[0], 1)}
+
+
+def failover_trials(cluster: Cluster, monitor: NeighMonitor, how: signal.Signals, trials: int) -> list[float]:
+    t = cluster.t
+    client = t["client"]
+    results = []
+    for _ in range(trials):
+        if cluster.speakers["a"].poll() is not None:
+            monitor.clear()
+            cluster.start("a")
+            # a takes its IP back with a gratuitous ARP when it starts.
+            monitor.wait(VIP, t["a"].mac, timeout=10)
+        moved_at = time.monotonic()
+        wait_for(cluster.settled, 10, "a to own the VIP and every speaker to hear every other")
+        if (client.neighbour(VIP) or ("",))[0] != t["a"].mac:
+            client.poke(VIP)
+            wait_for(lambda: (client.neighbour(VIP) or ("",))[0] == t["a"].mac, 5, "the client to resolve a")
+            moved_at = time.monotonic()
+        # A real crash comes long after the client last updated its entry: let it age past locktime.
+        wait_for(lambda since=moved_at: time.monotonic() - since > LOCKTIME_S + 0.1, 5, "the entry to age",
+                 interval=0.05)
+        monitor.clear()
+        started = time.monotonic()
+        cluster.speakers["a"].send_signal(how)
+        arrived = monitor.wait(VIP, t["b"].mac, timeout=10)
+        results.append((arrived - started) * 1000)
+        cluster.speakers["a"].wait(timeout=10)
+    return results
+
+
+def who_has(client: Member, sender_ip: str, target: str) -> bytes:
+    packet = ArpPacket(ARP_OP_REQUEST, mac_to_bytes(client.mac), ipaddress.IPv4Address(sender_ip), bytes(6),
+                       ipaddress.IPv4Address(target))
+    return ethernet(BROADCAST_MAC, mac_to_bytes(client.mac), ETH_P_ARP, encode_arp(packet))
+
+
+def reply_latency(cluster: Cluster, rate: int, seconds: float) -> dict[str, Any]:
+    """who-has for the VIP at ``rate``/s, plus one for a's own address every tenth slot.
+
+    Each request has its own sender IP (the reply's target IP), so every reply is matched to
+    its request exactly, and a lost reply is counted as lost rather than shifting the others.
+    VIP requests come from 10.79.0.0/16 (the speaker answers any sender); requests to the
+    kernel come from 100 on-link addresses, since a kernel answers only senders it can route to.
+    """
+    t = cluster.t
+    client = t["client"]
+    node_ip = t["a"].ip
+    sock = client.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+    sock.bind(("eth0", ETH_P_ARP))
+    sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    sock.settimeout(0.2)
+    pending: dict[tuple[str, str], int] = {}  # (target, sender IP) -> send time, ns
+    latencies: dict[str, list[float]] = {VIP: [], node_ip: []}
+    counts = {VIP: 0, node_ip: 0}
+    stop = threading.Event()
+    own_mac = mac_to_bytes(client.mac)
+
+    def receive() -> None:
+        while not stop.is_set():
+            try:
+                data, ancillary, _flags, _address = sock.recvmsg(256, 256)
+            except TimeoutError:
+                continue
+            packet = decode_arp(data)
+            if not (isinstance(packet, ArpPacket) and packet.op == ARP_OP_REPLY and packet.target_mac == own_mac
+                    and ancillary):
+                continue
+            key = (str(packet.sender_ip), str(packet.target_ip))
+            sent_ns = pending.pop(key, None)
+            if sent_ns is not None:
+                seconds_, nanos = struct.unpack("qq", ancillary[0][2][:16])
+                latencies[key[0]].append((seconds_ * 1_000_000_000 + nanos - sent_ns) / 1000)
+
+    receiver = threading.Thread(target=receive, daemon=True)
+    receiver.start()
+    cpu_before = _cpu_seconds(cluster.speakers["a"].pid)
+    interval = 1 / rate
+    begin = time.monotonic()
+    next_at = begin
+    slot = 0
+    while next_at - begin < seconds:
+        # Sleep most of the gap and spin the rest: precise pacing without starving the receiver.
+        delay = next_at - time.monotonic()
+        if delay > 0.0003:
+            time.sleep(delay - 0.0002)
+        while time.monotonic() < next_at:
+            pass
+        sends = [(VIP, f"10.79.{(slot >> 8) & 0xFF}.{slot & 0xFF}")]
+        if slot % 10 == 0:
+            sends.append((node_ip, f"10.77.0.{128 + (slot // 10) % 100}"))
+        for target, sender in sends:
+            frame = who_has(client, sender, target)
+            pending[(target, sender)] = time.time_ns()
+            sock.send(frame)
+            counts[target] += 1
+        slot += 1
+        next_at += interval
+    elapsed = time.monotonic() - begin
+    cpu_used = _cpu_seconds(cluster.speakers["a"].pid) - cpu_before
+    # The last replies are in flight; replies that never come are reported as unanswered.
+    drain_until = time.monotonic() + 1.0
+    while time.monotonic() < drain_until and any(len(latencies[ip]) < counts[ip] for ip in counts):
+        time.sleep(0.01)
+    stop.set()
+    receiver.join()
+    sock.close()
+    return {
+        "who_has_per_second": round(counts[VIP] / elapsed),
+        "speaker_vip_us": percentiles(latencies[VIP]) | {"sent": counts[VIP], "answered": len(latencies[VIP])},
+        "kernel_node_address_us": percentiles(latencies[node_ip]) | {"sent": counts[node_ip],
+                                                                     "answered": len(latencies[node_ip])},
+        "speaker_cpu_percent_under_load": round(100 * cpu_used / elapsed, 1),
+    }
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+def idle(cluster: Cluster, seconds: float) -> dict[str, float]:
+    pid = cluster.speakers["a"].pid
+    before, started = _cpu_seconds(pid), time.monotonic()
+    # Measuring idle CPU means letting the speaker idle: a timed pause is the measurement itself.
+    time.sleep(seconds)
+    used = _cpu_seconds(pid) - before
+    return {"rss_mib": _rss_mib(pid), "idle_cpu_percent": round(100 * used / (time.monotonic() - started), 2)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--trials", type=int, default=10)
+    parser.add_argument("--rate", type=int, default=2000)
+    parser.add_argument("--load-seconds", type=float, default=5.0)
+    parser.add_argument("--idle-seconds", type=float, default=5.0)
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("bench_speaker needs root for network namespaces", file=sys.stderr)
+        return 1
+    results: dict[str, Any] = {"heartbeat": {"interval_ms": DEFAULT_HEARTBEAT.interval_ms,
+                                             "dead_after_ms": DEFAULT_HEARTBEAT.dead_after_ms},
+                               "kernel": os.uname().release, "cpus": os.cpu_count()}
+    with Topology(["a", "b", "c", "client"]) as topology, tempfile.TemporaryDirectory() as tmp:
+        cluster = Cluster(topology, Path(tmp), count=3)
+        monitor = NeighMonitor(topology["client"])
+        for node in "abc":
+            cluster.start(node)
+        wait_for(cluster.settled, 15, "the speakers to settle")
+        topology["client"].poke(VIP)
+        wait_for(lambda: topology["client"].neighbour(VIP), 5, "the client to resolve the VIP")
+
+        results["speaker_3_ips"] = idle(cluster, args.idle_seconds)
+        results["arp_reply"] = reply_latency(cluster, args.rate, args.load_seconds)
+        kill = failover_trials(cluster, monitor, signal.SIGKILL, args.trials)
+        results["failover_kill9_ms"] = percentiles(kill)
+        graceful = failover_trials(cluster, monitor, signal.SIGTERM, args.trials)
+        results["failover_graceful_ms"] = percentiles(graceful)
+
+        # The same speaker with a 10,000-IP table (a still owns the VIP).
+        if cluster.speakers["a"].poll() is not None:
+            cluster.start("a")
+        cluster.write_table(10_000)
+        wait_for(lambda: (status(topology["a"]) or {}).get("generation") == 10_000 and cluster.settled(), 30,
+                 "the 10,000-IP table to be applied")
+        # Measure the steady state, not the takeover of 3,000 IPs: let the repeated gratuitous
+        # ARP of the new table end first.
+        applied_at = time.monotonic()
+        wait_for(lambda: time.monotonic() - applied_at > max(GARP_REPEATS_S) + 1, 10,
+                 "the gratuitous ARP repeats to end", interval=0.1)
+        results["speaker_10000_ips"] = idle(cluster, args.idle_seconds) | {
+            "announcing": len((status(topology["a"]) or {}).get("announcing", []))}
+        results["arp_reply_10000_ips"] = reply_latency(cluster, args.rate, args.load_seconds / 2)
+    results["goals"] = {
+        "failover_kill9_p50_under_400ms": results["failover_kill9_ms"]["p50"] < 400,
+        "failover_kill9_max_under_600ms": results["failover_kill9_ms"]["max"] < 600,
+        "failover_graceful_under_50ms": results["failover_graceful_ms"]["max"] < 50,
+    }
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
