@@ -195,18 +195,23 @@ def test_elected_node_answers_and_everyone_else_is_silent(three_nodes: Topology,
 @needs_root
 def test_kill_9_then_graceful_stop_move_the_clients_entry(three_nodes: Topology, workdir: Path) -> None:
     t = three_nodes
-    write_table(workdir, t, [Announcement(VIP, "default/web", (), ("a", "b", "c"))])
+    vip6 = "fd77::100"
+    write_table(workdir, t, [Announcement(VIP, "default/web", (), ("a", "b", "c")),
+                             Announcement(vip6, "default/web", (), ("a", "b", "c"))])
     speakers = {node: start(t, node, workdir) for node in "abc"}
-    wait_announcing(t["a"], [VIP])
+    wait_announcing(t["a"], [VIP, vip6])
     for node, peers in [("a", ["b", "c"]), ("b", ["a", "c"]), ("c", ["a", "b"])]:
         wait_heard(t[node], peers)
     client = t["client"]
     wait_resolved(client, VIP, t["a"].mac)
+    wait_resolved(client, vip6, t["a"].mac)
 
     killed_at = time.monotonic()
     speakers["a"].send_signal(signal.SIGKILL)
     wait_neighbour_moves(client, VIP, t["b"].mac)
     crash_failover = time.monotonic() - killed_at
+    # IPv6: b's unsolicited Neighbor Advertisement (Override set) moves the client's entry too.
+    wait_neighbour_moves(client, vip6, t["b"].mac)
     wait_announcing(t["c"], [])
 
     stopped_at = time.monotonic()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import gc
 import heapq
 import logging
 import selectors
@@ -44,7 +45,7 @@ GARP_REPEATS_S = (0.5, 1.5, 3.0)
 HEALTHY_TICK_S = 5.0
 GARP_SLICE = 64  # IPs per loop turn (two frames each on each interface)
 LOG_EACH_IP_UP_TO = 20
-SLOW_STEP_S = 0.05
+SLOW_STEP_S = 0.1  # half the default dead_after: worth a warning
 MAX_SLEEP_S = 0.25  # the loop turns at least this often, so the heartbeat watchdog sees it alive
 WATCHDOG_S = 2.0  # heartbeats stop when the loop has not turned for this long
 
@@ -288,6 +289,9 @@ class Speaker:
             log.warning("node %s is not in the announcement table; announcing nothing", self.node)
         if old is not None and table.generation < old.generation:
             log.warning("table generation went back from %d to %d", old.generation, table.generation)
+        # The table is long-lived and acyclic; keep the cyclic garbage collector from walking
+        # its ~10 objects per IP on every full collection (tens of ms at 10,000 IPs).
+        gc.freeze()
         log.info("table generation %d (revision %s): %d IPs, %d with this node as a candidate",
                  table.generation, table.revision or "-", len(table.announcements), mine)
 
