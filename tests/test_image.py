@@ -4,8 +4,13 @@ No container registry is reachable here, so the base image is made locally: debo
 Debian bookworm with python3 (3.11) and python3-venv, `podman import` it, and build the Dockerfile
 with `--build-arg BASE_IMAGE=` pointing at it (pip still reaches PyPI, apt the Debian mirror).
 
-Needs root and the Debian packages podman, debootstrap and runc (crun cannot start containers on
-hosts with hybrid cgroups, so the runs use runc). The debootstrapped base (a tarball) and podman's
+Besides `portside --help`, the image runs as deploy/ runs it: the reconciler with a read-only root,
+no capabilities and uid 65532 (`run --once`, and a SIGTERM stop), and the speaker as root with
+CAP_NET_RAW alone in a node's network namespace of a test topology (tests/netns.py), where a
+client's arping gets its answer — and none without CAP_NET_RAW.
+
+Needs root and the Debian packages podman, debootstrap, runc, arping and iproute2 (crun cannot
+start containers on hosts with hybrid cgroups, so the runs use runc). The debootstrapped base (a tarball) and podman's
 storage live in PORTSIDE_TEST_CACHE (default /var/cache/portside-test), outside the repo, so reruns
 skip debootstrap and reuse unchanged layers. Cold: about 2.5 minutes; warm: a few seconds.
 """
@@ -21,11 +26,13 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
+from netns import Topology
 
+from reconciler.announcement_table import DEFAULT_HEARTBEAT, Announcement, AnnouncementTable, NodeInfo, encode_table
 from reconciler.cli import COMMANDS
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -49,9 +56,9 @@ ADDED_SIZE_BUDGET = 450 * 1024 * 1024
 def _missing_prerequisite() -> str | None:
     if os.geteuid() != 0:
         return "needs root (debootstrap and rootful podman)"
-    missing = [tool for tool in ("podman", "debootstrap", "runc") if shutil.which(tool) is None]
+    missing = [tool for tool in ("podman", "debootstrap", "runc", "arping", "ip") if shutil.which(tool) is None]
     if missing:
-        return f"needs {', '.join(missing)} (apt-get install -y podman debootstrap runc)"
+        return f"needs {', '.join(missing)} (apt-get install -y podman debootstrap runc arping iproute2)"
     return None
 
 
@@ -254,3 +261,59 @@ def test_the_reconciler_stops_promptly_on_sigterm(image: str, tmp_path: Path) ->
     print(f"stopped {stopped_after:.1f}s after SIGTERM")
     assert code == "0"
     assert stopped_after < 10, "SIGTERM did not stop portside run: the grace period ran out"
+
+
+# How deploy/speaker.yaml runs the speaker: in the node's network namespace (here one of a test
+# topology's), uid 0 with CAP_NET_RAW as its only capability, read-only root.
+SPEAKER_IP = "10.77.0.200"
+
+
+def _speaker_in(topology: Topology, tmp_path: Path, capabilities: Sequence[str]) -> str:
+    (tmp_path / "table").mkdir()
+    table = AnnouncementTable(1, "rev1", DEFAULT_HEARTBEAT, {"a": NodeInfo(topology["a"].ip)},
+                              (Announcement(SPEAKER_IP, "default/blog", (), ("a",)),))
+    (tmp_path / "table" / "announcements.json").write_text(encode_table(table))
+    (tmp_path / "key").write_text("image-test-heartbeat-key-0123456789\n")
+    name = f"portside-speaker-test-{os.getpid()}"
+    podman(
+        "run", "--detach", f"--name={name}", f"--network=ns:/run/netns/{topology['a'].netns}", *_run_limits(),
+        "--read-only", "--cap-drop=ALL", *capabilities, "--security-opt=no-new-privileges", "--user=0:0",
+        f"--volume={tmp_path / 'table'}:/table:ro", f"--volume={tmp_path / 'key'}:/key:ro",
+        IMAGE, "speaker", "--node=a", "--announcements=/table/announcements.json", "--heartbeat-key-file=/key",
+        "--listen=127.0.0.1:7473",
+    )  # fmt: skip
+    return name
+
+
+def _wait(condition: Callable[[], object], what: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
+        threading.Event().wait(0.05)
+
+
+@pytest.fixture
+def lan() -> Iterator[Topology]:
+    with Topology(["a", "client"]) as topology:
+        yield topology
+
+
+def test_the_speaker_answers_arp_with_net_raw_only(image: str, lan: Topology, tmp_path: Path) -> None:
+    name = _speaker_in(lan, tmp_path, ["--cap-add=NET_RAW"])
+    try:
+        _wait(lambda: lan["client"].arping(SPEAKER_IP, count=1) == [lan["a"].mac.lower()],
+              f"node a's speaker to answer ARP for {SPEAKER_IP}")
+    finally:
+        logs = podman("logs", name, check=False).stderr
+        podman("rm", "--force", name, check=False)
+    assert "Traceback" not in logs, logs
+
+
+def test_the_speaker_needs_net_raw(image: str, lan: Topology, tmp_path: Path) -> None:
+    name = _speaker_in(lan, tmp_path, [])
+    try:
+        _wait(lambda: "CAP_NET_RAW is needed" in podman("logs", name, check=False).stderr,
+              "the speaker to say it cannot open raw sockets")
+        assert lan["client"].arping(SPEAKER_IP, count=1) == []
+    finally:
+        podman("rm", "--force", name, check=False)
