@@ -416,3 +416,10 @@ def test_the_ci_workflow_steps_run(fake_kube: Any, tmp_path: Path) -> None:
     broken = run_step("Plan", tmp_path, env)
     assert broken.returncode == 1
     assert "::error::portside diff failed (exit 1)" in broken.stdout
+
+
+def test_the_deployment_runs_as_the_images_user() -> None:
+    users = re.findall(r"^USER\s+(\d+):(\d+)\s*$", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
+    assert len(users) == 1, "the Dockerfile should set one numeric USER uid:gid"
+    pod_context = DEPLOYMENT["spec"]["template"]["spec"]["securityContext"]
+    assert (str(pod_context["runAsUser"]), str(pod_context["runAsGroup"])) == users[0]
