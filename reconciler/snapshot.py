@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,17 +16,9 @@ from reconciler.atomic import write_atomic
 from reconciler.backends.base import ApplyReport
 from reconciler.desired import DesiredState
 from reconciler.errors import StateError, UsageError
-from reconciler.live import (
-    DNSRecord,
-    IngressRule,
-    LiveNode,
-    LiveService,
-    LiveState,
-    LiveTunnel,
-    LiveZone,
-    ServicePort,
-)
+from reconciler.live import LiveNode, LiveService, LiveState, ServicePort
 from reconciler.plan import Plan
+from reconciler.tunnels import tunnels_from_json, tunnels_to_json, zones_from_json, zones_to_json
 
 SNAPSHOT_VERSION = 1
 
@@ -42,7 +35,10 @@ def _plain(value: Any) -> Any:
 
 
 def state_to_json(state: LiveState) -> dict[str, Any]:
-    return {"version": SNAPSHOT_VERSION, "live": _plain(state)}
+    live = _plain(replace(state, tunnels={}, zones={}))
+    live["tunnels"] = tunnels_to_json(state.tunnels)
+    live["zones"] = zones_to_json(state.zones)
+    return {"version": SNAPSHOT_VERSION, "live": live}
 
 
 def _service(raw: dict[str, Any]) -> LiveService:
@@ -51,19 +47,6 @@ def _service(raw: dict[str, Any]) -> LiveService:
     fields["ip_families"] = tuple(raw.get("ip_families", ("IPv4",)))
     fields["ingress"] = tuple(raw.get("ingress", ()))
     return LiveService(**fields)
-
-
-def _tunnel(raw: dict[str, Any]) -> LiveTunnel:
-    fields = dict(raw)
-    ingress = raw.get("ingress")
-    fields["ingress"] = None if ingress is None else tuple(IngressRule(**r) for r in ingress)
-    return LiveTunnel(**fields)
-
-
-def _zone(raw: dict[str, Any]) -> LiveZone:
-    fields = dict(raw)
-    fields["records"] = tuple(DNSRecord(**r) for r in raw.get("records", []))
-    return LiveZone(**fields)
 
 
 def state_from_json(raw: Any, source: str) -> LiveState:
@@ -78,8 +61,8 @@ def state_from_json(raw: Any, source: str) -> LiveState:
             namespace_labels=dict(live.get("namespace_labels", {})),
             ready_endpoint_nodes={k: frozenset(v) for k, v in live.get("ready_endpoint_nodes", {}).items()},
             announcements=live.get("announcements"),
-            tunnels={k: _tunnel(v) for k, v in live.get("tunnels", {}).items()},
-            zones={k: _zone(v) for k, v in live.get("zones", {}).items()},
+            tunnels=tunnels_from_json(live.get("tunnels", {})),
+            zones=zones_from_json(live.get("zones", {})),
         )
     except (TypeError, AttributeError) as exc:
         raise StateError(f"{source}: malformed snapshot ({exc})") from exc

@@ -14,12 +14,9 @@ from reconciler.live import LiveTunnel, LiveZone
 from reconciler.plan import Change, Plan
 from reconciler.providers.cloudflare import CloudflareProvider
 from reconciler.tunnels.local import read_local_tunnels, write_local_tunnel
+from reconciler.tunnels.plan import local_config_path
 
 TUNNEL_KINDS = ("Tunnel", "TunnelConfiguration", "DNSRecord")
-
-
-def local_config_artifact(name: str) -> str:
-    return f"cloudflared/{name}.yml"
 
 
 class TunnelSide:
@@ -42,7 +39,7 @@ class TunnelSide:
             if change.target.kind not in TUNNEL_KINDS:
                 continue
             if change.target.kind == "TunnelConfiguration" and change.detail.get("mode") == "local":
-                config = plan.artifacts[local_config_artifact(change.target.id)]
+                config = plan.artifacts[local_config_path(change.target.id)]
                 write_local_tunnel(self.state_dir, change.target.id, config)
                 report.applied += 1
             else:
