@@ -284,7 +284,7 @@ def cluster(fake_kube: FakeKube) -> FakeKube:
     return fake_kube
 
 
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
@@ -349,7 +349,7 @@ def test_speaker_requests_match_its_rbac(cluster: FakeKube, kubeconfig: Path, po
                               daemon=True)
     thread.start()
     try:
-        assert delivered.wait(5), "the speaker never got the table"
+        assert delivered.wait(30), "the speaker never got the table"
         wait_for(lambda: bool(watches(cluster)), "the speaker's watch")
     finally:
         stop.set()
