@@ -174,20 +174,25 @@ class Topology:
         member.ip_cmd("addr", "add", f"{ip}/{prefix}", "dev", "lo")
 
     def socket_in(self, netns: str, family: int, kind: int) -> socket.socket:
-        result: list[socket.socket | BaseException] = []
+        return self.run_in(netns, lambda: socket.socket(family, kind))
 
-        def create() -> None:
-            # setns changes only this thread's namespace; the socket keeps it for its lifetime.
+    def run_in(self, netns: str, create: Callable[[], T]) -> T:
+        """Call ``create`` in a thread that has entered ``netns``: sockets it opens (a server's
+        listening socket included) belong to that namespace for their whole life."""
+        result: list[T | BaseException] = []
+
+        def enter_and_create() -> None:
+            # setns changes only this thread's namespace.
             try:
                 libc = ctypes.CDLL(None, use_errno=True)
                 with open(f"/run/netns/{netns}") as handle:
                     if libc.setns(handle.fileno(), CLONE_NEWNET) != 0:
                         raise OSError(ctypes.get_errno(), f"setns {netns}")
-                result.append(socket.socket(family, kind))
+                result.append(create())
             except BaseException as exc:
                 result.append(exc)
 
-        thread = threading.Thread(target=create)
+        thread = threading.Thread(target=enter_and_create)
         thread.start()
         thread.join()
         if isinstance(result[0], BaseException):

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fakes.kube_api import FakeKube
 from netns import Member, Topology, needs_root, speaker_command, status, wait_for
 
 from reconciler.announcement_table import (
@@ -23,6 +24,7 @@ from reconciler.announcement_table import (
     AnnouncementTable,
     NodeInfo,
     encode_table,
+    table_to_configmap_data,
 )
 from reconciler.speaker.heartbeat import Heartbeat, encode_heartbeat
 
@@ -361,3 +363,36 @@ def test_links_are_followed_without_a_restart(workdir: Path) -> None:
         a.ip_cmd("link", "set", "eth0", "address", new_mac)
         wait_neighbour_moves(client, VIP, new_mac)
         assert set(client.arping(VIP)) == {new_mac}
+
+
+@needs_root
+def test_table_from_the_configmap_end_to_end(workdir: Path) -> None:
+    with Topology(["a", "client"]) as t:
+        a, client = t["a"], t["client"]
+        # The fake API server listens on a's own loopback (its socket is created inside a's
+        # namespace), where the speaker's official client reaches it.
+        kube = t.run_in(a.netns, lambda: FakeKube().start())
+        try:
+            kubeconfig = kube.write_kubeconfig(workdir / "kubeconfig")
+
+            def publish(generation: int, ips: list[str]) -> None:
+                table = AnnouncementTable(generation, f"rev{generation}", DEFAULT_HEARTBEAT,
+                                          {"a": NodeInfo(a.ip)},
+                                          tuple(Announcement(ip, "default/web", (), ("a",)) for ip in ips))
+                data, binary = table_to_configmap_data(table)
+                kube.put_object({"apiVersion": "v1", "kind": "ConfigMap",
+                                 "metadata": {"name": "portside-announcements", "namespace": "portside-system"},
+                                 "data": data, "binaryData": binary})
+
+            publish(1, [VIP])
+            argv = [sys.executable, "-m", "reconciler", "-v", "speaker", "--node", "a", "--kubeconfig",
+                    str(kubeconfig), "--listen", "127.0.0.1:7473", "--heartbeat-key-file", str(workdir / "key")]
+            a.spawn(*argv, log_path=workdir / "speaker-a.log")
+            wait_announcing(a, [VIP], timeout=20)
+            assert set(client.arping(VIP)) == {a.mac}
+            publish(2, ["10.77.0.101"])
+            wait_announcing(a, ["10.77.0.101"])
+            assert client.arping(VIP) == []
+            assert set(client.arping("10.77.0.101")) == {a.mac}
+        finally:
+            kube.stop()
