@@ -133,3 +133,18 @@ def test_markdown_and_json_formats_show_the_same_plan(example: Path, tmp_path: P
     assert markdown.startswith("### portside plan")
     for change in plan["changes"]:
         assert f"`{change['target']['kind']} {change['target']['id']}`" in markdown
+
+
+def test_removing_a_local_tunnel_removes_its_config_file_but_not_foreign_files(
+        example: Path, tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    assert run_cli("apply", str(example), "--state", str(state_dir)).code == 0
+    foreign = state_dir / "cloudflared" / "mine.yml"
+    foreign.write_text("tunnel: abc\ningress:\n- service: http_status:404\n")
+    shutil.rmtree(example / "tunnel")
+    result = run_cli("apply", str(example), "--state", str(state_dir))
+    assert result.code == 0, result.err
+    assert "- TunnelConfiguration home" in result.out
+    assert not (state_dir / "cloudflared" / "home.yml").exists()
+    assert foreign.exists()
+    assert "No changes" in run_cli("diff", str(example), "--state", str(state_dir)).out

@@ -13,7 +13,7 @@ from reconciler.desired import DesiredState
 from reconciler.live import LiveTunnel, LiveZone
 from reconciler.plan import Change, Plan
 from reconciler.providers.cloudflare import CloudflareProvider
-from reconciler.tunnels.local import read_local_tunnels, write_local_tunnel
+from reconciler.tunnels.local import delete_local_tunnel, read_local_tunnels, write_local_tunnel
 from reconciler.tunnels.plan import local_config_path
 
 TUNNEL_KINDS = ("Tunnel", "TunnelConfiguration", "DNSRecord")
@@ -39,8 +39,11 @@ class TunnelSide:
             if change.target.kind not in TUNNEL_KINDS:
                 continue
             if change.target.kind == "TunnelConfiguration" and change.detail.get("mode") == "local":
-                config = plan.artifacts[local_config_path(change.target.id)]
-                write_local_tunnel(self.state_dir, change.target.id, config)
+                if change.action == "delete":
+                    delete_local_tunnel(self.state_dir, change.target.id)
+                else:
+                    config = plan.artifacts[local_config_path(change.target.id)]
+                    write_local_tunnel(self.state_dir, change.target.id, config)
                 report.applied += 1
             else:
                 remote.append(change)

@@ -8,9 +8,8 @@ never sees half a file, and read back into the same LiveTunnel shape the API giv
 
 from __future__ import annotations
 
+import contextlib
 import io
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from reconciler.atomic import write_atomic
 from reconciler.desired import DesiredState
 from reconciler.errors import StateError
 from reconciler.live import LiveTunnel
@@ -50,7 +50,34 @@ def read_local_tunnels(state_dir: Path, desired: DesiredState) -> dict[str, Live
                                    error=f"{path}: cannot read ({exc.strerror})")
             continue
         out[name] = parse_config(name, text, str(path))
+    out.update(_orphans(state_dir, desired))
     return out
+
+
+def _orphans(state_dir: Path, desired: DesiredState) -> dict[str, LiveTunnel]:
+    """Config files portside wrote for local tunnels that are no longer declared: the planner
+    deletes them, so a removed Tunnel stops being served by a cloudflared that reads the dir.
+    Files without portside's header are someone else's and never touched."""
+    declared = {t.metadata.name for t in desired.tunnels if t.spec.mode == "local"}
+    directory = state_dir / local_config_path("x").rpartition("/")[0]
+    found: dict[str, LiveTunnel] = {}
+    for path in sorted(directory.glob("*.yml")) if directory.is_dir() else []:
+        name = path.name.removesuffix(".yml")
+        if name in declared or path.is_symlink():
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        if text.startswith(HEADER):
+            found[name] = parse_config(name, text, str(path))
+    return found
+
+
+def delete_local_tunnel(state_dir: Path, name: str) -> None:
+    """Remove an orphaned config file (already gone is fine: the plan is converged)."""
+    with contextlib.suppress(FileNotFoundError):
+        (state_dir / local_config_path(name)).unlink()
 
 
 def parse_config(name: str, text: str, where: str) -> LiveTunnel:
@@ -101,22 +128,7 @@ def write_local_tunnel(state_dir: Path, name: str, config: JSON) -> Path:
     path = state_dir / local_config_path(name)
     text = render_config(config)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)  # the rename itself survives a crash
-        finally:
-            os.close(dir_fd)
+        write_atomic(path, text)
     except OSError as exc:
         raise StateError(f"cannot write {path}: {exc.strerror or exc}") from exc
     return path

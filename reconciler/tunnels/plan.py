@@ -98,6 +98,13 @@ def plan_tunnels(
         for hostname in dict.fromkeys(hostnames):
             wanted.append(WantedRecord(hostname, name, tunnel_id, by_host[hostname], adopt[hostname],
                                        tuple(z.lower() for z in tunnel.spec.dns.zones)))
+    declared = {t.metadata.name for t in desired.tunnels}
+    for name in sorted(set(tunnels) - declared):  # only local files are read for undeclared names
+        path = local_config_path(name)
+        before = None if tunnels[name].ingress is None else [r.as_dict() for r in tunnels[name].ingress or ()]
+        plan.changes.append(Change(Target("TunnelConfiguration", name), "delete", before=before,
+                                   reason=f"remove {path}: the Tunnel is no longer declared",
+                                   detail={"mode": "local", "path": path}))
     dns_changes, dns_warnings = plan_dns(wanted, zones, protected, owner_id, frozenset(unmanaged_targets))
     plan.changes.extend(dns_changes)
     plan.warnings.extend(dns_warnings)
