@@ -396,3 +396,15 @@ def test_table_from_the_configmap_end_to_end(workdir: Path) -> None:
             assert set(client.arping("10.77.0.101")) == {a.mac}
         finally:
             kube.stop()
+
+
+@needs_root
+def test_without_cap_net_raw_the_speaker_says_so_and_exits(workdir: Path) -> None:
+    with Topology(["a"]) as t:
+        write_table(workdir, t, [Announcement(VIP, "default/web", (), ("a",))], nodes=("a",))
+        no_caps = ("setpriv", "--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all")
+        table = workdir / "table" / "announcements.json"
+        result = t["a"].exec(*no_caps, *speaker_command("a", table, workdir / "key"), check=False)
+        assert result.returncode == 1, result.stderr
+        assert "the speaker needs CAP_NET_RAW" in result.stderr
+        assert KEY.decode() not in result.stderr + result.stdout

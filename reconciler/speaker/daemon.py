@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from reconciler.announcement_table import Announcement, AnnouncementTable
+from reconciler.errors import UsageError
 from reconciler.httpserve import HTTPService, Request, Response
 from reconciler.metrics import CONTENT_TYPE, Registry
 from reconciler.speaker.election import compare, elect
@@ -101,7 +102,6 @@ class Speaker:
     def __init__(self, node: str, key: bytes, source: TableSource, listen: str | None = None,
                  registry: Registry | None = None) -> None:
         self.node = node
-        self._key = key
         self.source = source
         self.listen = listen
         self.registry = registry or Registry()
@@ -116,7 +116,6 @@ class Speaker:
         self._source_stop = threading.Event()
 
         self.table: AnnouncementTable | None = None
-        self.started = time.monotonic()
         self.peers = PeerLink(node, key, PeerCounters(
             self.metrics.heartbeats_received, self.metrics.heartbeats_dropped, self.metrics.heartbeats_sent,
             self.metrics.send_errors), on_change=self._peers_changed, loop_alive=self._loop_alive)
@@ -136,6 +135,7 @@ class Speaker:
         self._garp_counter = 0
         self.last_tick = time.monotonic()
         self._http: HTTPService | None = None
+        self._raw_denied = False
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -160,16 +160,24 @@ class Speaker:
         log.error("announcement table: %s", message)
 
     def run(self) -> int:
+        """Run until stopped; :class:`UsageError` when the speaker cannot work at all here."""
         self.selector.register(self._wake_r, selectors.EVENT_READ, self._on_wake)
         self.links = LinkWatcher()
         self.selector.register(self.links.fileno(), selectors.EVENT_READ, self._on_link_event)
         self._sync_links()
+        if self._raw_denied and not self.interfaces:
+            self.links.close()
+            raise UsageError("not allowed to open raw packet sockets: the speaker needs CAP_NET_RAW "
+                             "(run as root, or grant the capability, e.g. securityContext.capabilities.add "
+                             "[NET_RAW] in Kubernetes)")
         if self.listen:
-            self._http = HTTPService(self.listen, {
-                ("GET", "/healthz"): self._healthz,
-                ("GET", "/metrics"): self._metrics_page,
-                ("GET", "/status"): self._status_page,
-            }).start()
+            routes = {("GET", "/healthz"): self._healthz, ("GET", "/metrics"): self._metrics_page,
+                      ("GET", "/status"): self._status_page}
+            try:
+                self._http = HTTPService(self.listen, routes).start()
+            except OSError as exc:
+                self.links.close()
+                raise UsageError(f"--listen {self.listen}: {exc.strerror}") from None
             log.info("serving /healthz, /metrics and /status on %s", self.listen)
         self.peers.start()
         thread = threading.Thread(target=self._run_source, name="table-source", daemon=True)
@@ -407,8 +415,12 @@ class Speaker:
                 continue
             try:
                 iface = InterfaceSockets(link)
-            except OSError as exc:
+            except PermissionError as exc:
+                self._raw_denied = True
                 log.error("cannot open raw sockets on %s: %s (CAP_NET_RAW is needed)", link.name, exc)
+                continue
+            except OSError as exc:
+                log.error("cannot open raw sockets on %s: %s", link.name, exc)
                 continue
             self.interfaces[index] = iface
             for sock, protocol, responder in iface.sockets():
