@@ -312,8 +312,8 @@ def test_the_speaker_answers_arp_with_net_raw_only(image: str, lan: Topology, tm
 def test_the_speaker_needs_net_raw(image: str, lan: Topology, tmp_path: Path) -> None:
     name = _speaker_in(lan, tmp_path, [])
     try:
-        _wait(lambda: "CAP_NET_RAW is needed" in podman("logs", name, check=False).stderr,
-              "the speaker to say it cannot open raw sockets")
+        _wait(lambda: "CAP_NET_RAW" in podman("logs", name, check=False).stderr,
+              "the speaker to say it needs CAP_NET_RAW")
         assert lan["client"].arping(SPEAKER_IP, count=1) == []
     finally:
         podman("rm", "--force", name, check=False)
