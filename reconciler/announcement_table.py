@@ -12,13 +12,13 @@ import base64
 import binascii
 import gzip
 import hashlib
-import ipaddress
 import json
 from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler.errors import StateError
+from reconciler.ipranges import RangeSyntaxError, canonical_ip
 
 CONFIGMAP_NAME = "portside-announcements"
 CONFIGMAP_KEY = "announcements.json"
@@ -158,17 +158,20 @@ class _Decoder:
     def ip(self, value: object, where: str) -> str:
         text = self.string(value, where)
         try:
-            return str(ipaddress.ip_address(text))
-        except ValueError:
+            return canonical_ip(text)
+        except RangeSyntaxError:
             raise self.fail(where, f"{text!r} is not an IPv4 or IPv6 address") from None
 
     def strings(self, value: object, where: str) -> tuple[str, ...]:
         if not isinstance(value, list):
             raise self.fail(where, f"expected a list, got {_kind(value)}")
-        items = tuple(self.string(item, f"{where}[{i}]") for i, item in enumerate(value))
-        for i, item in enumerate(items):
-            if item in items[:i]:
-                raise self.fail(f"{where}[{i}]", f"{item!r} is listed twice")
+        items = tuple(value)
+        if not all(isinstance(item, str) and item for item in items):  # the message needs the index
+            for i, item in enumerate(items):
+                self.string(item, f"{where}[{i}]")
+        if len(set(items)) != len(items):
+            i = next(i for i, item in enumerate(items) if item in items[:i])
+            raise self.fail(f"{where}[{i}]", f"{items[i]!r} is listed twice")
         return items
 
     def table(self, raw: object) -> AnnouncementTable:

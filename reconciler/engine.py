@@ -44,14 +44,19 @@ class ReconcileResult:
         return self.plan.summary()
 
 
+# Announcements follow from the Services' IPs: counting them too would count every revoked IP twice.
+DERIVED_KINDS = frozenset({"Announcement"})
+
+
 def removals(plan: Plan) -> int:
     """Changes that take away something portside owns (a deleted record, a revoked IP)."""
-    return sum(1 for c in plan.changes if c.action == "delete")
+    return sum(1 for c in plan.changes if c.action == "delete" and c.target.kind not in DERIVED_KINDS)
 
 
 def owned(plan: Plan) -> int:
     """Things portside owns now: every change with a live ``before`` (no-ops included)."""
-    return sum(1 for c in plan.changes if c.before is not None and c.action != "conflict")
+    return sum(1 for c in plan.changes
+               if c.before is not None and c.action != "conflict" and c.target.kind not in DERIVED_KINDS)
 
 
 def check_safety(plan: Plan, policy: ApplyPolicy) -> None:

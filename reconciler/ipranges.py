@@ -59,6 +59,12 @@ def parse_ip(text: str) -> IPAddress:
         raise RangeSyntaxError(f"{text!r} is not an IPv4 or IPv6 address") from None
 
 
+@lru_cache(maxsize=1 << 16)
+def canonical_ip(text: str) -> str:
+    """The canonical text of an address (``fd00::0001`` -> ``fd00::1``); RangeSyntaxError if none."""
+    return str(parse_ip(text))
+
+
 def parse_range(text: str) -> IPRange:
     """Parse one pool entry; host bits set in a CIDR, a reversed range or mixed families are errors."""
     text = text.strip()

@@ -16,7 +16,9 @@ Case matrix for a Service (desired = the allocation, live = status):
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import json
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -81,21 +83,15 @@ def _make_plan(desired: DesiredState, live: LiveState, options: PlanOptions | No
         for s in live.released if s.ingress
     )
 
-    published = _published_table(live)
     fresh = build_table(
         desired.advertisements, desired.pools, allocations, live.services, live.nodes,
-        live.ready_endpoint_nodes, generation=published.generation if published else 0,
-        revision=desired.revision or "",
+        live.ready_endpoint_nodes, generation=0, revision=desired.revision or "",
     )
-    announcement_changes = _announcement_changes(published, fresh)
+    announcement_changes, table_text = _plan_announcements(live.announcements, fresh)
     changes.extend(announcement_changes)
     artifacts: dict[str, JSON] = {}
-    if announcement_changes and any(c.action != "no-op" for c in announcement_changes):
-        # A new table gets the next generation so speakers can tell it from the old one.
-        next_generation = (published.generation if published else 0) + 1
-        fresh = AnnouncementTable(next_generation, fresh.revision, fresh.heartbeat, fresh.nodes,
-                                  fresh.announcements)
-        artifacts[ANNOUNCEMENTS_ARTIFACT] = encode_table(fresh)
+    if table_text is not None:
+        artifacts[ANNOUNCEMENTS_ARTIFACT] = table_text
 
     service_ips = {a.key: a.ips for a in allocations if a.ips}
     tunnel_plan = plan_tunnels(desired, live.tunnels, live.zones, service_ips, options.owner_id)
@@ -161,13 +157,38 @@ def _service_change(allocation: Allocation, live: LiveService | None) -> Change:
                   f"move {', '.join(live_ips)} -> {', '.join(allocation.ips)}: {why}")
 
 
-def _published_table(live: LiveState) -> AnnouncementTable | None:
-    if live.announcements is None:
+def _plan_announcements(published_text: str | None, fresh: AnnouncementTable) -> tuple[list[Change], str | None]:
+    """Per-IP changes against the published table, and the new table's text when it must be
+    published (with the next generation, so speakers can tell it from the old one)."""
+    published_raw = _json_or_none(published_text)
+    if isinstance(published_raw, dict):
+        # Fast path for the steady state: the same table but for generation and revision needs no
+        # per-IP diff (a plain dict comparison, no validation of 10,000 entries).
+        same_header = replace(fresh, generation=published_raw.get("generation", -1),
+                              revision=published_raw.get("revision", ""))
+        if table_to_json(same_header) == published_raw:
+            return [], None
+    published: AnnouncementTable | None = None
+    if published_text is not None:
+        with contextlib.suppress(StateError):  # unreadable: planned as absent, so rewritten whole
+            published = decode_table(published_text, "the published announcement table")
+    changes = _announcement_changes(published, fresh)
+    if published_text is not None and published is None and not changes:
+        changes.append(Change(Target("Announcement", NODES_ID), "update", None, _membership_json(fresh),
+                              "the published table is unreadable: rewrite it"))
+    if not changes:
+        return [], None
+    generation = (published.generation if published else 0) + 1
+    return changes, encode_table(replace(fresh, generation=generation))
+
+
+def _json_or_none(text: str | None) -> object:
+    if text is None:
         return None
     try:
-        return decode_table(live.announcements, "the published announcement table")
-    except StateError:
-        return None  # unreadable: planned as absent, so apply rewrites it whole
+        return json.loads(text)
+    except ValueError:
+        return None
 
 
 def _announcement_json(a: Announcement) -> JSON:
@@ -193,9 +214,8 @@ def _announcement_changes(published: AnnouncementTable | None, fresh: Announceme
         elif was != now and was is not None and now is not None:
             changes.append(Change(target, "update", _announcement_json(was), _announcement_json(now),
                                   "candidates or interfaces changed"))
-        elif now is not None:
-            same = _announcement_json(now)
-            changes.append(Change(target, "no-op", same, same, "up to date"))
+        # Unchanged announcements are left out: they are derived from the Services, which carry
+        # the no-ops (and the ownership counts), and 10,000 of them would cost a tenth of the plan.
     membership_changed = published is not None and (
         dict(published.nodes) != dict(fresh.nodes) or published.heartbeat != fresh.heartbeat)
     if (published is None and fresh.announcements) or membership_changed:

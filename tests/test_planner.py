@@ -185,3 +185,15 @@ def test_encode_decode_roundtrip_of_planned_table() -> None:
     live = LiveState(services=(service("a"),), nodes=NODES)
     text = str(make_plan(DESIRED, live).artifacts[ANNOUNCEMENTS_ARTIFACT])
     assert encode_table(decode_table(text)) == text
+
+
+def test_an_unreadable_empty_table_is_rewritten_too() -> None:
+    plan = make_plan(DesiredState(), LiveState(nodes=NODES, announcements="not json"))
+    assert decode_table(str(plan.artifacts[ANNOUNCEMENTS_ARTIFACT])).announcements == ()
+
+
+def test_a_new_commit_alone_does_not_republish_the_table() -> None:
+    live = LiveState(services=(service("a"),), nodes=NODES)
+    applied = converge(live, make_plan(DESIRED, live))
+    plan = make_plan(replace(DESIRED, revision="next-commit"), applied)
+    assert not plan.has_changes and ANNOUNCEMENTS_ARTIFACT not in plan.artifacts
