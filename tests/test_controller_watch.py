@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from fakes.kube_api import FakeKube
+from tests.fakes.kube_api import FakeKube
 
 from reconciler.controller.watch import ClusterWatcher, node_essence, service_essence, watched_kinds
 

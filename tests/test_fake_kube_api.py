@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes.kube_api import FakeKube
+from tests.fakes.kube_api import FakeKube
 from kubernetes import client, config, watch
 from kubernetes.client import ApiException
 

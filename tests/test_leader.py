@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from fakes.kube_api import FakeKube
+from tests.fakes.kube_api import FakeKube
 from kubernetes.client.exceptions import ApiException
 
 from reconciler.controller.leader import LeaderElector, LeaseRecord, decide, lease_body

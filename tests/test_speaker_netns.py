@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fakes.kube_api import FakeKube
+from tests.fakes.kube_api import FakeKube
 from netns import Member, Topology, needs_root, speaker_command, status, wait_for
 
 from reconciler.announcement_table import (

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fakes.kube_api import FakeKube
+from tests.fakes.kube_api import FakeKube
 
 from reconciler.announcement_table import (
     DEFAULT_HEARTBEAT,
