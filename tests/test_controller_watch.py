@@ -8,9 +8,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from tests.fakes.kube_api import FakeKube
 
 from reconciler.controller.watch import ClusterWatcher, node_essence, service_essence, watched_kinds
+from tests.fakes.kube_api import FakeKube
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> float:

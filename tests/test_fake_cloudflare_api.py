@@ -12,6 +12,7 @@ from typing import Any
 
 import cloudflare
 import pytest
+
 from tests.fakes.cloudflare_api import PERMISSIONS, FakeCloudflare
 
 TUNNEL_TARGET = "6ff42ae2-765d-4adf-8112-31c55c1551ef.cfargotunnel.com"

@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.fakes.kube_api import FakeKube
 from kubernetes import client, config, watch
 from kubernetes.client import ApiException
+
+from tests.fakes.kube_api import FakeKube
 
 REAL_CLUSTER = os.environ.get("PORTSIDE_TEST_KUBECONFIG")
 

@@ -6,10 +6,10 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from tests.fakes.kube_api import FakeKube
 from kubernetes.client.exceptions import ApiException
 
 from reconciler.controller.leader import LeaderElector, LeaseRecord, decide, lease_body
+from tests.fakes.kube_api import FakeKube
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> float:

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.fakes.kube_api import FakeKube
 from netns import Member, Topology, needs_root, speaker_command, status, wait_for
 
 from reconciler.announcement_table import (
@@ -27,6 +26,7 @@ from reconciler.announcement_table import (
     table_to_configmap_data,
 )
 from reconciler.speaker.heartbeat import Heartbeat, encode_heartbeat
+from tests.fakes.kube_api import FakeKube
 
 pytestmark = [pytest.mark.netns, needs_root, pytest.mark.timeout(60)]
 

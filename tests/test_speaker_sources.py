@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.fakes.kube_api import FakeKube
 
 from reconciler.announcement_table import (
     DEFAULT_HEARTBEAT,
@@ -21,6 +20,7 @@ from reconciler.announcement_table import (
 )
 from reconciler.errors import UsageError
 from reconciler.speaker.sources import ConfigMapSource, FileSource, TableSource
+from tests.fakes.kube_api import FakeKube
 
 Event = tuple[str, object]
 

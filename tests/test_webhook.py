@@ -16,7 +16,7 @@ from reconciler.controller.server import controller_routes
 from reconciler.controller.status import ControllerMetrics, StatusBoard
 from reconciler.controller.webhook import Verdict, load_secret, sign, verify_signature
 from reconciler.errors import UsageError
-from reconciler.httpserve import HTTPService
+from reconciler.httpserve import HTTPService, Request
 
 SECRET = b"It's a Secret to Everybody"
 BODY = b"Hello, World!"
@@ -70,7 +70,7 @@ class Server:
         self.metrics = ControllerMetrics()
         self.ready = False
 
-        def on_push() -> None:
+        def on_push(_: Request) -> None:
             self.pushes += 1
 
         routes = controller_routes(self.status, self.metrics, webhook_secret=secret, on_push=on_push,

@@ -22,10 +22,10 @@ from reconciler.controller.logs import configure_logging
 from reconciler.controller.loop import Backoff, Controller, Timing, Trigger
 from reconciler.controller.server import controller_routes
 from reconciler.controller.status import ControllerMetrics, StatusBoard
-from reconciler.controller.webhook import load_secret
+from reconciler.controller.webhook import forward_push, is_forwarded, load_secret
 from reconciler.engine import ApplyPolicy, ReconcileResult, reconcile
 from reconciler.errors import UsageError
-from reconciler.httpserve import HTTPService
+from reconciler.httpserve import HTTPService, Request
 from reconciler.source import Checkout, Source, default_cache_dir
 from reconciler.source.directory import DirectorySource
 from reconciler.source.git import GitSource, SignaturePolicy, load_auth
@@ -202,15 +202,33 @@ def run(args: argparse.Namespace) -> int:
     return _serve(args, controller, source, api, elector, secret)
 
 
+def webhook_address(port: int) -> str | None:
+    """host:port where this replica takes webhooks, from the downward API's POD_IP (in a cluster)."""
+    pod_ip = os.environ.get("POD_IP")
+    if not pod_ip:
+        return None
+    return f"[{pod_ip}]:{port}" if ":" in pod_ip else f"{pod_ip}:{port}"
+
+
 def _serve(args: argparse.Namespace, controller: Controller, source: Source, api: Any | None,
            elector: Any | None, secret: bytes | None) -> int:
     stop = threading.Event()
+    def on_push(request: Request) -> None:
+        # A Service spreads webhooks over both replicas: a standby hands its share to the leader.
+        if elector is not None and not elector.is_leader() and not is_forwarded(request):
+            leader = elector.leader_address()
+            if leader is not None:
+                threading.Thread(target=forward_push, args=(leader, request), daemon=True).start()
+                return
+        controller.trigger(Trigger.WEBHOOK)
+
     routes = controller_routes(controller.status, controller.metrics, webhook_secret=secret,
-                               on_push=lambda: controller.trigger(Trigger.WEBHOOK),
-                               ready=controller.first_step.is_set)
+                               on_push=on_push, ready=controller.first_step.is_set)
     server = HTTPService(args.listen, routes).start()
     log.info("serving /healthz /readyz /metrics /status /hooks/git on port %d", server.port)
     stoppers: list[Any] = [server.stop]
+    if elector is not None:
+        elector.address = webhook_address(server.port)  # before the campaign starts, so the Lease says it
 
     def on_leadership(leading: bool) -> None:
         controller.status.update(leader=leading)

@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 LEASE_NAME = "portside-reconciler"
 Action = Literal["create", "acquire", "renew", "follow"]
 
+# The leader writes its own address on the Lease, so a standby that receives a push webhook (a
+# Service spreads them over both replicas) can hand it on instead of dropping it.
+ADDRESS_ANNOTATION = "portside.io/webhook-address"
+
 
 @dataclass(frozen=True)
 class LeaseRecord:
@@ -39,14 +43,16 @@ class LeaseRecord:
     duration: int
     transitions: int
     resource_version: str
+    address: str = ""  # where the holder takes forwarded webhooks (host:port), if it said
 
     @classmethod
     def from_object(cls, lease: dict[str, Any]) -> LeaseRecord:
-        spec = lease.get("spec") or {}
+        spec, metadata = lease.get("spec") or {}, lease.get("metadata") or {}
         return cls(holder=spec.get("holderIdentity") or "", renew_time=spec.get("renewTime") or "",
                    duration=int(spec.get("leaseDurationSeconds") or 0),
                    transitions=int(spec.get("leaseTransitions") or 0),
-                   resource_version=str((lease.get("metadata") or {}).get("resourceVersion") or ""))
+                   resource_version=str(metadata.get("resourceVersion") or ""),
+                   address=str((metadata.get("annotations") or {}).get(ADDRESS_ANNOTATION) or ""))
 
     @property
     def observed(self) -> tuple[str, str]:
@@ -82,11 +88,13 @@ def micro_time(now: datetime | None = None) -> str:
 
 
 def lease_body(record: LeaseRecord | None, identity: str, namespace: str, name: str, *,
-               duration: int, action: Action) -> dict[str, Any]:
+               duration: int, action: Action, address: str | None = None) -> dict[str, Any]:
     """The Lease to write for ``action`` (``resourceVersion`` makes it conditional)."""
     now = micro_time()
     spec: dict[str, Any] = {"holderIdentity": identity, "leaseDurationSeconds": duration, "renewTime": now}
     metadata: dict[str, Any] = {"name": name, "namespace": namespace}
+    if address:
+        metadata["annotations"] = {ADDRESS_ANNOTATION: address}
     if record is None:
         spec.update(acquireTime=now, leaseTransitions=0)
     else:
@@ -103,7 +111,7 @@ class LeaderElector:
     def __init__(self, api: client.ApiClient, namespace: str, identity: str, *, name: str = LEASE_NAME,
                  lease_duration: float = 15.0, renew_deadline: float | None = None,
                  retry_period: float = 2.0, on_change: Callable[[bool], None] = lambda _: None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, address: str | None = None) -> None:
         # Typed as Any: the generated client wants its models; we send and read raw JSON.
         self.leases: Any = client.CoordinationV1Api(api)
         self.namespace = namespace
@@ -114,6 +122,7 @@ class LeaderElector:
         self.retry_period = retry_period
         self.on_change = on_change
         self.clock = clock
+        self.address = address
         self._leading = False
         self._renewed_at = 0.0
         self._observed: tuple[str, str] | None = None
@@ -169,7 +178,7 @@ class LeaderElector:
             self._set_leading(False)
             return False
         body = lease_body(record, self.identity, self.namespace, self.name,
-                          duration=self.lease_duration, action=action)
+                          duration=self.lease_duration, action=action, address=self.address)
         try:
             if action == "create":
                 self.leases.create_namespaced_lease(self.namespace, body, _preload_content=False)
@@ -187,6 +196,17 @@ class LeaderElector:
             log.info("acquired lease %s/%s as %s", self.namespace, self.name, self.identity)
         self._set_leading(True)
         return True
+
+    def leader_address(self) -> str | None:
+        """Where the current leader takes forwarded webhooks; None when unknown or when we lead."""
+        try:
+            record = self._read()
+        except (ApiException, urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+            log.warning("cannot read the lease to find the leader: %s", exc)
+            return None
+        if record is None or not record.holder or record.holder == self.identity:
+            return None
+        return record.address or None
 
     def _read(self) -> LeaseRecord | None:
         try:

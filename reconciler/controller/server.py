@@ -11,7 +11,7 @@ from reconciler.metrics import CONTENT_TYPE
 
 
 def controller_routes(status: StatusBoard, metrics: ControllerMetrics, *, webhook_secret: bytes | None,
-                      on_push: Callable[[], None], ready: Callable[[], bool]) -> Routes:
+                      on_push: Callable[[Request], None], ready: Callable[[], bool]) -> Routes:
     """Routes for :class:`HTTPService`. ``ready`` is true once the first sync has happened.
 
     A replica that is not the leader is ready too: it serves /status and stands by, and a

@@ -13,6 +13,8 @@ import hashlib
 import hmac
 import logging
 import os
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -70,7 +72,7 @@ def load_secret(path: Path | None, environ: Mapping[str, str] | None = None) -> 
     return secret
 
 
-def webhook_handler(secret: bytes | None, on_push: Callable[[], None],
+def webhook_handler(secret: bytes | None, on_push: Callable[[Request], None],
                     metrics: ControllerMetrics) -> Callable[[Request], Response]:
     """The route for ``POST /hooks/git``."""
 
@@ -86,7 +88,31 @@ def webhook_handler(secret: bytes | None, on_push: Callable[[], None],
         event = {k.lower(): v for k, v in request.headers.items()}.get("x-github-event", "")
         if event == "ping":
             return Response.json(200, {"status": "pong"})
-        on_push()
+        on_push(request)
         return Response.json(202, {"status": "accepted"})
 
     return handle
+
+
+FORWARDED_HEADER = "X-Portside-Forwarded"
+_FORWARDED_HEADERS = ("content-type", "x-github-event", "x-github-delivery", "x-hub-signature-256",
+                      "x-portside-signature-256")
+
+
+def is_forwarded(request: Request) -> bool:
+    return any(k.lower() == FORWARDED_HEADER.lower() for k in request.headers)
+
+
+def forward_push(address: str, request: Request, timeout: float = 3.0) -> bool:
+    """Hand a verified push on to the leader, signature and all (it verifies again); a forwarded
+    push is never forwarded twice, so two replicas that disagree on the leader cannot loop."""
+    headers = {k: v for k, v in request.headers.items() if k.lower() in _FORWARDED_HEADERS}
+    headers[FORWARDED_HEADER] = "1"
+    outgoing = urllib.request.Request(f"http://{address}/hooks/git", data=request.body, headers=headers,
+                                      method="POST")
+    try:
+        with urllib.request.urlopen(outgoing, timeout=timeout) as response:
+            return bool(200 <= response.status < 300)
+    except (urllib.error.URLError, OSError) as exc:
+        log.warning("could not forward the webhook to the leader at %s: %s", address, exc)
+        return False
