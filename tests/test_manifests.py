@@ -135,8 +135,9 @@ def expanded_args(workload: Obj) -> list[str]:
             ref = source["configMapKeyRef"]
             values[entry["name"]] = find(BASE, "ConfigMap", ref["name"])["data"][ref["key"]]
         elif "fieldRef" in source:
-            values[entry["name"]] = {"metadata.name": "pod-0", "metadata.namespace": NAMESPACE,
-                                     "spec.nodeName": "node-a", "status.podIP": "10.244.0.7"}[source["fieldRef"]["fieldPath"]]
+            downward = {"metadata.name": "pod-0", "metadata.namespace": NAMESPACE,
+                        "spec.nodeName": "node-a", "status.podIP": "10.244.0.7"}
+            values[entry["name"]] = downward[source["fieldRef"]["fieldPath"]]
 
     def expand(arg: str) -> str:
         def value(match: re.Match[str]) -> str:
