@@ -11,9 +11,7 @@ not part of the desired state and are skipped: CI workflows are YAML too.
 
 from __future__ import annotations
 
-import contextlib
 import difflib
-import gc
 import os
 import stat
 from collections.abc import Iterator
@@ -26,6 +24,7 @@ from pydantic import ValidationError
 from reconciler.desired import Origin
 from reconciler.errors import Diagnostic, UsageError
 from reconciler.fielderrors import describe_value, explain
+from reconciler.gcpause import gc_paused
 from reconciler.models import KINDS, Document
 from reconciler.yamlsource import (
     FieldPath,
@@ -108,26 +107,13 @@ def load_documents(root: Path) -> LoadResult:
     else:
         base = root.resolve()
         files = list(_discover(base, result.diagnostics))
-    with _cyclic_gc_paused():
+    with gc_paused():
         for rel, path in files:
             result.files += 1
             data = _read(rel, path, base, result.diagnostics)
             if data is not None:
                 _load_file(rel, data, result)
     return result
-
-
-@contextlib.contextmanager
-def _cyclic_gc_paused() -> Iterator[None]:
-    """Loading allocates hundreds of thousands of long-lived, acyclic objects (values, positions);
-    the cyclic collector would rescan them over and over and double the load time for nothing."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _discover(base: Path, diagnostics: list[Diagnostic]) -> Iterator[tuple[str, Path]]:

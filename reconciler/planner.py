@@ -17,10 +17,8 @@ Case matrix for a Service (desired = the allocation, live = status):
 from __future__ import annotations
 
 import contextlib
-import gc
 import json
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from reconciler.allocator import Allocation, allocate, service_requests
@@ -34,6 +32,7 @@ from reconciler.announcement_table import (
 )
 from reconciler.desired import DesiredState
 from reconciler.errors import StateError
+from reconciler.gcpause import gc_paused
 from reconciler.ipranges import parse_ip, parse_range
 from reconciler.live import ANNOTATION_POOL, LiveService, LiveState
 from reconciler.plan import JSON, Change, Plan, Target, ordered
@@ -48,24 +47,9 @@ class PlanOptions:
     owner_id: str = "portside"
 
 
-@contextmanager
-def _no_gc_pauses() -> Iterator[None]:
-    """Planning allocates many small objects over a large, long-lived heap (the documents and
-    the live state); the cyclic GC would rescan that heap again and again (more than half the
-    time of a 10,000-Service plan). Planning makes no reference cycles worth collecting, so
-    pause the collector for its bounded duration."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
 def make_plan(desired: DesiredState, live: LiveState, options: PlanOptions | None = None) -> Plan:
     """Everything apply would do to make ``live`` match ``desired``, in apply order."""
-    with _no_gc_pauses():
+    with gc_paused():
         return _make_plan(desired, live, options)
 
 

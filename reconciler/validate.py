@@ -21,6 +21,7 @@ from typing import TypeVar
 
 from reconciler.desired import DesiredState, Origin
 from reconciler.errors import ConfigError, Diagnostic
+from reconciler.gcpause import gc_paused
 from reconciler.hostnames import hostname_problem, in_zone, path_problem, zone_problem
 from reconciler.ipranges import IPAddress, IPRange, RangeSyntaxError, is_buggy, parse_ip, parse_range
 from reconciler.loader import LoadedDocument, load_documents
@@ -32,12 +33,13 @@ M = TypeVar("M", IPAddressPool, L2Advertisement, ServiceExposure, Tunnel, Tunnel
 
 def load_desired_state(root: Path, revision: str | None = None) -> DesiredState:
     """Load and validate the repo at ``root``; raise ConfigError with every problem found."""
-    result = load_documents(root)
-    diagnostics = list(result.diagnostics)
-    diagnostics += validate_documents(result.documents)
-    if diagnostics:
-        raise ConfigError(diagnostics)
-    return build_desired_state(result.documents, revision)
+    with gc_paused():
+        result = load_documents(root)
+        diagnostics = list(result.diagnostics)
+        diagnostics += validate_documents(result.documents)
+        if diagnostics:
+            raise ConfigError(diagnostics)
+        return build_desired_state(result.documents, revision)
 
 
 def build_desired_state(documents: Sequence[LoadedDocument], revision: str | None = None) -> DesiredState:

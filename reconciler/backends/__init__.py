@@ -54,14 +54,16 @@ def _default_kubeconfig() -> Path | None:
 
 def select_backend(args: argparse.Namespace) -> Backend:
     """The backend the arguments ask for (Cloudflare credentials come from the environment)."""
-    from reconciler.providers.cloudflare import CloudflareProvider
-
     snapshot_path: Path | None = getattr(args, "snapshot", None)
     if snapshot_path is not None:
         from reconciler.snapshot import SnapshotBackend
 
         return SnapshotBackend(snapshot_path)
-    cloudflare = CloudflareProvider.from_env()
+    cloudflare = None
+    if os.environ.get("CLOUDFLARE_API_TOKEN"):  # the SDK is imported only when it will be used
+        from reconciler.providers.cloudflare import CloudflareProvider
+
+        cloudflare = CloudflareProvider.from_env()
     state_dir: Path | None = args.state
     kubeconfig: Path | None = args.kubeconfig
     in_cluster = bool(args.in_cluster)

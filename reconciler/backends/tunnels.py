@@ -7,14 +7,17 @@ the same way whatever runs the cluster side.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from reconciler.backends.base import ApplyReport
 from reconciler.desired import DesiredState
 from reconciler.live import LiveTunnel, LiveZone
 from reconciler.plan import Change, Plan
-from reconciler.providers.cloudflare import CloudflareProvider
 from reconciler.tunnels.local import delete_local_tunnel, read_local_tunnels, write_local_tunnel
 from reconciler.tunnels.plan import local_config_path
+
+if TYPE_CHECKING:  # the SDK takes 0.35 s to import; only a token needs it
+    from reconciler.providers.cloudflare import CloudflareProvider
 
 TUNNEL_KINDS = ("Tunnel", "TunnelConfiguration", "DNSRecord")
 
