@@ -227,3 +227,43 @@ def test_mass_deletion_is_refused_unless_allowed(cluster: FakeKube, kubeconfig: 
     assert ingress_ips(cluster, "blog") == [] and ingress_ips(cluster, "wiki") == []
     reasons = [e["reason"] for e in cluster.list_objects("Event", "default")]
     assert reasons.count("IPRevoked") == 2
+
+
+LOCAL_TUNNEL = """
+    apiVersion: portside.io/v1alpha1
+    kind: Tunnel
+    metadata: {name: home}
+    spec:
+      mode: local
+      tunnelId: 6ff42ae2-765d-4adf-8112-31c55c1551ef
+      credentialsFile: /etc/cloudflared/creds/credentials.json
+    ---
+    apiVersion: portside.io/v1alpha1
+    kind: TunnelRoute
+    metadata: {name: blog}
+    spec:
+      tunnel: home
+      hostname: blog.example.dev
+      service: {namespace: default, name: blog, port: 80}
+"""
+
+
+def test_local_tunnels_go_to_a_configmap_for_an_in_cluster_cloudflared(
+        cluster: FakeKube, kubeconfig: Path, tmp_path: Path) -> None:
+    path = repo(tmp_path, extra={"tunnel.yaml": LOCAL_TUNNEL})
+    result = run_cli("apply", str(path), "--kubeconfig", str(kubeconfig))
+    assert result.code == 0, result.err
+    configmap = cluster.get_object("ConfigMap", "portside-cloudflared-home", "portside-system")
+    assert configmap is not None
+    config = configmap["data"]["config.yml"]
+    assert "tunnel: 6ff42ae2-765d-4adf-8112-31c55c1551ef" in config
+    assert "service: http://10.9.0.10:80" in config and config.rstrip().endswith("service: http_status:404")
+
+    cluster.clear_log()
+    assert "No changes" in run_cli("apply", str(path), "--kubeconfig", str(kubeconfig)).out
+    assert cluster.writes() == []
+
+    (path / "tunnel.yaml").unlink()
+    removed = run_cli("apply", str(path), "--kubeconfig", str(kubeconfig))
+    assert removed.code == 0 and "- TunnelConfiguration home" in removed.out
+    assert cluster.get_object("ConfigMap", "portside-cloudflared-home", "portside-system") is None

@@ -297,6 +297,19 @@ def _lease_holder(kube: FakeKube) -> str | None:
     return None if lease is None else str(lease["spec"].get("holderIdentity") or "")
 
 
+TUNNEL = """
+    apiVersion: portside.io/v1alpha1
+    kind: Tunnel
+    metadata: {name: home}
+    spec: {mode: local, tunnelId: 6ff42ae2-765d-4adf-8112-31c55c1551ef}
+    ---
+    apiVersion: portside.io/v1alpha1
+    kind: TunnelRoute
+    metadata: {name: wiki}
+    spec: {tunnel: home, hostname: wiki.example.dev, url: "http://10.0.0.5:8080"}
+"""
+
+
 def watches(kube: FakeKube) -> list[str]:
     return [r.path for r in kube.requests("GET") if r.query.get("watch") not in (None, "0", "false", "False")]
 
@@ -305,13 +318,18 @@ def test_reconciler_requests_match_its_rbac(cluster: FakeKube, kubeconfig: Path,
                                             policy: Policy) -> None:
     # apply: read everything, allocate (status + annotation patches, Events), publish the table;
     # then a second apply with a new Service, which updates the table in place.
-    repo = write_repo(tmp_path / "repo", {"pool.yaml": POOL % "10.9.0.10-10.9.0.20"})
+    repo = write_repo(tmp_path / "repo", {"pool.yaml": POOL % "10.9.0.10-10.9.0.20", "tunnel.yaml": TUNNEL})
     first = run_cli("apply", str(repo), "--kubeconfig", str(kubeconfig))
     assert first.code == 0, first.err
     cluster.put_object(lb_service("docs", "apps"))
     second = run_cli("apply", str(repo), "--kubeconfig", str(kubeconfig))
     assert second.code == 0, second.err
     assert cluster.requests("PUT", f"/namespaces/{NAMESPACE}/configmaps/{CONFIGMAP_NAME}$")
+    # A local tunnel's cloudflared config lives in a ConfigMap; removing the Tunnel deletes it.
+    (repo / "tunnel.yaml").unlink()
+    third = run_cli("apply", str(repo), "--kubeconfig", str(kubeconfig))
+    assert third.code == 0, third.err
+    assert cluster.requests("DELETE", f"/namespaces/{NAMESPACE}/configmaps/portside-cloudflared-home$")
 
     # `portside run` as the Deployment runs it: Lease election, watches, reconciles, then SIGTERM
     # (which releases the Lease).

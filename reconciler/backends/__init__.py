@@ -39,8 +39,8 @@ def add_backend_arguments(parser: argparse.ArgumentParser, *, snapshot: bool = T
     group.add_argument("--owner-id", default="portside",
                        help="ownership marker for DNS records (several portsides may share a zone)")
     group.add_argument("--local-tunnels-dir", metavar="DIR", type=Path, default=None,
-                       help="where cloudflared configs of `local` tunnels go with a cluster backend "
-                       "(default: the state directory)")
+                       help="with a cluster backend, write the cloudflared configs of `local` tunnels "
+                       "here instead of ConfigMaps portside-cloudflared-<tunnel> (key config.yml)")
 
 
 def _default_kubeconfig() -> Path | None:
@@ -83,4 +83,4 @@ def select_backend(args: argparse.Namespace) -> Backend:
     from reconciler.backends.kube import KubeBackend
 
     return KubeBackend.connect(kubeconfig=kubeconfig, namespace=args.namespace, cloudflare=cloudflare,
-                               local_tunnels_dir=args.local_tunnels_dir or DEFAULT_STATE_DIR)
+                               local_tunnels_dir=args.local_tunnels_dir)

@@ -40,6 +40,7 @@ from reconciler.live import (
 )
 from reconciler.plan import Change, Plan
 from reconciler.planner import ANNOUNCEMENTS_ARTIFACT
+from reconciler.tunnels.local import DirectoryStore
 
 if TYPE_CHECKING:  # the SDK takes 0.35 s to import; only a token needs it
     from reconciler.providers.cloudflare import CloudflareProvider
@@ -109,17 +110,80 @@ def _node(raw: dict[str, Any]) -> LiveNode:
                     address=addresses.get("InternalIP") or addresses.get("ExternalIP"), ready=ready)
 
 
+CLOUDFLARED_PREFIX = "portside-cloudflared-"
+CLOUDFLARED_KEY = "config.yml"
+TUNNEL_LABEL = "portside.io/cloudflared-tunnel"
+
+
+class ConfigMapStore:
+    """``local`` tunnels in a cluster: ConfigMap ``portside-cloudflared-<tunnel>`` (key
+    ``config.yml``) in portside's namespace, for a cloudflared Deployment to mount."""
+
+    def __init__(self, core: Any, namespace: str) -> None:
+        self.core = core
+        self.namespace = namespace
+
+    def where(self, name: str) -> str:
+        return f"ConfigMap {self.namespace}/{CLOUDFLARED_PREFIX}{name}"
+
+    def read(self, name: str) -> str | None:
+        try:
+            response = self.core.read_namespaced_config_map(CLOUDFLARED_PREFIX + name, self.namespace,
+                                                            _preload_content=False)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise OSError(str(api_error(exc, f"reading {self.where(name)}"))) from exc
+        data = json.loads(response.data).get("data") or {}
+        text = data.get(CLOUDFLARED_KEY)
+        return str(text) if text is not None else ""
+
+    def names(self) -> list[str]:
+        try:
+            response = self.core.list_namespaced_config_map(self.namespace, label_selector=TUNNEL_LABEL,
+                                                            _preload_content=False)
+        except ApiException as exc:
+            raise OSError(str(api_error(exc, "listing cloudflared ConfigMaps"))) from exc
+        items = json.loads(response.data).get("items") or []
+        return sorted(str(i["metadata"]["labels"][TUNNEL_LABEL]) for i in items)
+
+    def write(self, name: str, text: str) -> None:
+        body = {"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": CLOUDFLARED_PREFIX + name, "namespace": self.namespace,
+                             "labels": {"app.kubernetes.io/managed-by": COMPONENT, TUNNEL_LABEL: name}},
+                "data": {CLOUDFLARED_KEY: text}}
+        try:
+            try:  # the whole file is ours: an unconditional replace, or a create the first time
+                self.core.replace_namespaced_config_map(CLOUDFLARED_PREFIX + name, self.namespace, body,
+                                                        _preload_content=False)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+                self.core.create_namespaced_config_map(self.namespace, body, _preload_content=False)
+        except ApiException as exc:
+            raise api_error(exc, f"writing {self.where(name)}") from exc
+
+    def delete(self, name: str) -> None:
+        try:
+            self.core.delete_namespaced_config_map(CLOUDFLARED_PREFIX + name, self.namespace,
+                                                   _preload_content=False)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise api_error(exc, f"deleting {self.where(name)}") from exc
+
+
 class KubeBackend:
     read_only = False
 
     def __init__(self, api: client.ApiClient, namespace: str, cloudflare: CloudflareProvider | None,
-                 local_tunnels_dir: Path) -> None:
+                 local_tunnels_dir: Path | None = None) -> None:
         self.api = api
         self.namespace = namespace
         # Typed as Any: the generated client wants its models, we send and read raw JSON.
         self.core: Any = client.CoreV1Api(api)
         self.discovery: Any = client.DiscoveryV1Api(api)
-        self.tunnels = TunnelSide(local_tunnels_dir, cloudflare)
+        store = DirectoryStore(local_tunnels_dir) if local_tunnels_dir else ConfigMapStore(self.core, namespace)
+        self.tunnels = TunnelSide(store, cloudflare)
         host = api.configuration.host
         self.description = f"Kubernetes cluster at {host}"
         # What the last read saw, so writes can be conditional on it.
@@ -128,7 +192,7 @@ class KubeBackend:
 
     @classmethod
     def connect(cls, *, kubeconfig: Path | None, namespace: str, cloudflare: CloudflareProvider | None,
-                local_tunnels_dir: Path) -> KubeBackend:
+                local_tunnels_dir: Path | None) -> KubeBackend:
         configuration = client.Configuration()
         try:
             if kubeconfig is None:

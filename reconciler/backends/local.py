@@ -24,6 +24,7 @@ from reconciler.live import ANNOTATION_POOL, LiveNode, LiveService, LiveState, S
 from reconciler.models import ServiceExposure
 from reconciler.plan import Plan
 from reconciler.planner import ANNOUNCEMENTS_ARTIFACT
+from reconciler.tunnels.local import DirectoryStore
 
 if TYPE_CHECKING:  # the SDK takes 0.35 s to import; only a token needs it
     from reconciler.providers.cloudflare import CloudflareProvider
@@ -39,7 +40,7 @@ class LocalBackend:
     def __init__(self, state_dir: Path, cloudflare: CloudflareProvider | None = None) -> None:
         self.state_dir = state_dir
         self.description = f"local state directory {state_dir}"
-        self.tunnels = TunnelSide(state_dir, cloudflare)
+        self.tunnels = TunnelSide(DirectoryStore(state_dir), cloudflare)
 
     # --- reading ---------------------------------------------------------------------------
 

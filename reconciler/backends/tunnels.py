@@ -6,14 +6,13 @@ the same way whatever runs the cluster side.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from reconciler.backends.base import ApplyReport
 from reconciler.desired import DesiredState
 from reconciler.live import LiveTunnel, LiveZone
 from reconciler.plan import Change, Plan
-from reconciler.tunnels.local import delete_local_tunnel, read_local_tunnels, write_local_tunnel
+from reconciler.tunnels.local import ConfigStore, delete_local_tunnel, read_local_tunnels, write_local_tunnel
 from reconciler.tunnels.plan import local_config_path
 
 if TYPE_CHECKING:  # the SDK takes 0.35 s to import; only a token needs it
@@ -23,12 +22,12 @@ TUNNEL_KINDS = ("Tunnel", "TunnelConfiguration", "DNSRecord")
 
 
 class TunnelSide:
-    def __init__(self, state_dir: Path, cloudflare: CloudflareProvider | None) -> None:
-        self.state_dir = state_dir
+    def __init__(self, store: ConfigStore, cloudflare: CloudflareProvider | None) -> None:
+        self.store = store
         self.cloudflare = cloudflare
 
     def read(self, desired: DesiredState) -> tuple[dict[str, LiveTunnel], dict[str, LiveZone]]:
-        tunnels = read_local_tunnels(self.state_dir, desired)
+        tunnels = read_local_tunnels(self.store, desired)
         zones: dict[str, LiveZone] = {}
         if self.cloudflare is not None:
             remote, zones = self.cloudflare.read(desired)
@@ -43,10 +42,10 @@ class TunnelSide:
                 continue
             if change.target.kind == "TunnelConfiguration" and change.detail.get("mode") == "local":
                 if change.action == "delete":
-                    delete_local_tunnel(self.state_dir, change.target.id)
+                    delete_local_tunnel(self.store, change.target.id)
                 else:
                     config = plan.artifacts[local_config_path(change.target.id)]
-                    write_local_tunnel(self.state_dir, change.target.id, config)
+                    write_local_tunnel(self.store, change.target.id, config)
                 report.applied += 1
             else:
                 remote.append(change)

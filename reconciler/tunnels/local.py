@@ -1,4 +1,5 @@
-"""``local`` tunnels: cloudflared config files in the state directory (the shell around them).
+"""``local`` tunnels: cloudflared config files (the shell around them), in the state directory or,
+with a cluster backend, in ConfigMaps.
 
 The file is what ``cloudflared tunnel --config FILE run`` reads: ``tunnel``, ``credentials-file``,
 a top-level ``originRequest`` and the ``ingress`` list ending with the catch-all. It is written
@@ -12,7 +13,7 @@ import contextlib
 import io
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
@@ -28,56 +29,95 @@ from reconciler.tunnels.rules import origin_request_api, origin_request_yaml, ru
 HEADER = "# Written by portside from the Tunnel and TunnelRoute documents; edits are overwritten.\n"
 
 
-def read_local_tunnels(state_dir: Path, desired: DesiredState) -> dict[str, LiveTunnel]:
-    """The config file of every ``local`` Tunnel document, as LiveTunnels.
+class ConfigStore(Protocol):
+    """Where the config files of ``local`` tunnels live: a directory, or ConfigMaps in a cluster
+    (a cloudflared Deployment mounts one, as Cloudflare's Kubernetes guide sets it up)."""
 
-    A missing file is a tunnel with no configuration (``ingress=None``); an unreadable or
-    malformed one carries ``error`` (the planner rewrites it and says why).
-    """
-    out: dict[str, LiveTunnel] = {}
-    for tunnel in desired.tunnels:
-        if tunnel.spec.mode != "local":
-            continue
-        name = tunnel.metadata.name
-        path = state_dir / local_config_path(name)
+    def where(self, name: str) -> str:
+        """Where ``name``'s config lives, for messages."""
+        ...
+
+    def read(self, name: str) -> str | None:
+        """The config text, None when there is none; OSError when it cannot be read."""
+        ...
+
+    def names(self) -> list[str]:
+        """Every tunnel name with a stored config (portside's or not: the header tells)."""
+        ...
+
+    def write(self, name: str, text: str) -> None: ...
+
+    def delete(self, name: str) -> None: ...
+
+
+class DirectoryStore:
+    """``cloudflared/<name>.yml`` below the state directory, each written atomically."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+
+    def path(self, name: str) -> Path:
+        return self.state_dir / local_config_path(name)
+
+    def where(self, name: str) -> str:
+        return str(self.path(name))
+
+    def read(self, name: str) -> str | None:
         try:
-            text = path.read_text(encoding="utf-8")
+            return self.path(name).read_text(encoding="utf-8")
         except FileNotFoundError:
-            out[name] = LiveTunnel(name=name, tunnel_id=None, ingress=None)
-            continue
-        except OSError as exc:
+            return None
+
+    def names(self) -> list[str]:
+        directory = self.path("x").parent
+        if not directory.is_dir():
+            return []
+        return [p.name.removesuffix(".yml") for p in sorted(directory.glob("*.yml")) if not p.is_symlink()]
+
+    def write(self, name: str, text: str) -> None:
+        write_atomic(self.path(name), text)
+
+    def delete(self, name: str) -> None:
+        with contextlib.suppress(FileNotFoundError):  # already gone: the plan is converged
+            self.path(name).unlink()
+
+
+def _store(where: Path | ConfigStore) -> ConfigStore:
+    return DirectoryStore(where) if isinstance(where, Path) else where
+
+
+def read_local_tunnels(where: Path | ConfigStore, desired: DesiredState) -> dict[str, LiveTunnel]:
+    """The config of every ``local`` Tunnel document, as LiveTunnels, plus portside's configs of
+    tunnels no longer declared (the planner deletes those, so a removed Tunnel stops being
+    served). A missing config is a tunnel with no configuration (``ingress=None``); an
+    unreadable or malformed one carries ``error`` (the planner rewrites it and says why).
+    Configs without portside's header are someone else's and never touched.
+    """
+    store = _store(where)
+    declared = [t.metadata.name for t in desired.tunnels if t.spec.mode == "local"]
+    out: dict[str, LiveTunnel] = {}
+    for name in declared:
+        try:
+            text = store.read(name)
+        except (OSError, UnicodeDecodeError) as exc:
             out[name] = LiveTunnel(name=name, tunnel_id=None, ingress=None,
-                                   error=f"{path}: cannot read ({exc.strerror})")
+                                   error=f"{store.where(name)}: cannot read ({exc})")
             continue
-        out[name] = parse_config(name, text, str(path))
-    out.update(_orphans(state_dir, desired))
+        out[name] = (LiveTunnel(name=name, tunnel_id=None, ingress=None) if text is None
+                     else parse_config(name, text, store.where(name)))
+    for name in store.names():
+        if name in declared:
+            continue
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            text = store.read(name)
+            if text is not None and text.startswith(HEADER):
+                out[name] = parse_config(name, text, store.where(name))
     return out
 
 
-def _orphans(state_dir: Path, desired: DesiredState) -> dict[str, LiveTunnel]:
-    """Config files portside wrote for local tunnels that are no longer declared: the planner
-    deletes them, so a removed Tunnel stops being served by a cloudflared that reads the dir.
-    Files without portside's header are someone else's and never touched."""
-    declared = {t.metadata.name for t in desired.tunnels if t.spec.mode == "local"}
-    directory = state_dir / local_config_path("x").rpartition("/")[0]
-    found: dict[str, LiveTunnel] = {}
-    for path in sorted(directory.glob("*.yml")) if directory.is_dir() else []:
-        name = path.name.removesuffix(".yml")
-        if name in declared or path.is_symlink():
-            continue
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
-            continue
-        if text.startswith(HEADER):
-            found[name] = parse_config(name, text, str(path))
-    return found
-
-
-def delete_local_tunnel(state_dir: Path, name: str) -> None:
-    """Remove an orphaned config file (already gone is fine: the plan is converged)."""
-    with contextlib.suppress(FileNotFoundError):
-        (state_dir / local_config_path(name)).unlink()
+def delete_local_tunnel(where: Path | ConfigStore, name: str) -> None:
+    """Remove the config of a tunnel that is no longer declared."""
+    _store(where).delete(name)
 
 
 def parse_config(name: str, text: str, where: str) -> LiveTunnel:
@@ -123,12 +163,12 @@ def render_config(config: Mapping[str, JSON]) -> str:
     return HEADER + buf.getvalue()
 
 
-def write_local_tunnel(state_dir: Path, name: str, config: JSON) -> Path:
-    """Write a local tunnel's config file atomically; returns its path."""
-    path = state_dir / local_config_path(name)
+def write_local_tunnel(where: Path | ConfigStore, name: str, config: JSON) -> str:
+    """Write a local tunnel's config (atomically, whole); returns where it went."""
+    store = _store(where)
     text = render_config(config)
     try:
-        write_atomic(path, text)
+        store.write(name, text)
     except OSError as exc:
-        raise StateError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    return path
+        raise StateError(f"cannot write {store.where(name)}: {exc.strerror or exc}") from exc
+    return store.where(name)
