@@ -89,7 +89,13 @@ class HTTPService:
                 path = self.path.split("?", 1)[0]
                 length = int(self.headers.get("Content-Length") or 0)
                 if length > MAX_BODY:
-                    self._send(Response.text(413, "payload too large\n"))
+                    # Drain a modest excess so the client reads the 413 instead of a reset; close
+                    # rather than read an arbitrarily large body.
+                    remaining = min(length, 4 * MAX_BODY)
+                    while remaining > 0 and (chunk := self.rfile.read(min(remaining, 65536))):
+                        remaining -= len(chunk)
+                    self.close_connection = True
+                    self._send(Response(413, b"payload too large\n", headers={"Connection": "close"}))
                     return
                 body = self.rfile.read(length) if length else b""
                 handler = routes_by_key.get((self.command, path))
