@@ -32,7 +32,7 @@ def test_insecure_mode_has_an_empty_key() -> None:
 
 @pytest.mark.parametrize(("setup", "message"), [
     ("none", "no heartbeat key: give --heartbeat-key-file FILE or set PORTSIDE_HEARTBEAT_KEY"),
-    ("missing", "cannot read the heartbeat key file"),
+    ("missing", "--heartbeat-key-file"),
     ("short", "holds 5 bytes; use at least 16"),
     ("short-env", "PORTSIDE_HEARTBEAT_KEY holds 5 bytes; use at least 16"),
     ("both", "the heartbeat key is given twice"),

@@ -19,8 +19,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from reconciler.controller.status import ControllerMetrics
-from reconciler.errors import UsageError
 from reconciler.httpserve import Request, Response
+from reconciler.secrets import read_secret_file
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +63,7 @@ def load_secret(path: Path | None, environ: Mapping[str, str] | None = None) -> 
     if path is None:
         value = environ.get(SECRET_ENV, "").strip()
         return value.encode() if value else None
-    try:
-        secret = path.read_bytes().strip()
-    except OSError as exc:
-        raise UsageError(f"--webhook-secret-file {path}: cannot read it ({exc.strerror})") from exc
-    if not secret:
-        raise UsageError(f"--webhook-secret-file {path}: the file is empty")
-    return secret
+    return read_secret_file("--webhook-secret-file", path)
 
 
 def webhook_handler(secret: bytes | None, on_push: Callable[[Request], None],

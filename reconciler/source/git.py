@@ -29,6 +29,7 @@ from urllib.parse import urlsplit, urlunsplit
 import git
 
 from reconciler.errors import ConfigError, Diagnostic, SignatureError, SourceError, UsageError
+from reconciler.secrets import read_secret_file
 from reconciler.source import Checkout
 
 log = logging.getLogger(__name__)
@@ -126,12 +127,7 @@ def load_auth(token_file: Path | None = None, ssh_key_file: Path | None = None,
     environ = os.environ if environ is None else environ
     token: str | None = None
     if token_file is not None:
-        try:
-            token = token_file.read_text().strip()
-        except OSError as exc:
-            raise UsageError(f"--git-token-file {token_file}: cannot read it ({exc.strerror})") from exc
-        if not token:
-            raise UsageError(f"--git-token-file {token_file}: the file is empty")
+        token = read_secret_file("--git-token-file", token_file).decode()
     elif environ.get(TOKEN_ENV, "").strip():
         token = environ[TOKEN_ENV].strip()
     for flag, path in (("--ssh-key-file", ssh_key_file), ("--ssh-known-hosts", known_hosts_file)):

@@ -13,6 +13,7 @@ from types import FrameType
 
 from reconciler.announcement_table import CONFIGMAP_NAME
 from reconciler.errors import UsageError
+from reconciler.secrets import read_secret_file
 from reconciler.speaker.heartbeat import MIN_KEY_LEN
 from reconciler.speaker.sources import DEFAULT_NAMESPACE, ConfigMapSource, FileSource, TableSource
 
@@ -67,10 +68,7 @@ def load_key(key_file: Path | None, environ: Mapping[str, str], insecure: bool) 
         raise UsageError(f"the heartbeat key is given twice (--heartbeat-key-file and {KEY_ENV}); "
                          "give it once")
     if key_file is not None:
-        try:
-            key = key_file.read_bytes().strip()
-        except OSError as exc:
-            raise UsageError(f"cannot read the heartbeat key file {key_file}: {exc.strerror}") from None
+        key = read_secret_file("--heartbeat-key-file", key_file)
         where = f"the heartbeat key file {key_file}"
     elif from_env:
         key, where = from_env.strip().encode(), f"{KEY_ENV}"
