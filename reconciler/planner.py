@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from reconciler.allocator import Allocation, allocate, service_requests
+from reconciler.allocator.addresses import address_order
 from reconciler.announce import build_table
 from reconciler.announcement_table import (
     Announcement,
@@ -179,16 +180,11 @@ def _announcement_json(a: Announcement) -> JSON:
     return {"service": a.service, "interfaces": list(a.interfaces), "candidates": list(a.candidates)}
 
 
-def _ip_sort_key(ip: str) -> tuple[int, int]:
-    address = parse_ip(ip)
-    return (address.version, int(address))
-
-
 def _announcement_changes(published: AnnouncementTable | None, fresh: AnnouncementTable) -> list[Change]:
     old: Mapping[str, Announcement] = {a.ip: a for a in published.announcements} if published else {}
     new: Mapping[str, Announcement] = {a.ip: a for a in fresh.announcements}
     changes = []
-    for ip in sorted(old.keys() | new.keys(), key=_ip_sort_key):
+    for ip in sorted(old.keys() | new.keys(), key=address_order):
         target = Target("Announcement", ip)
         was, now = old.get(ip), new.get(ip)
         if was is None and now is not None:
