@@ -125,7 +125,10 @@ class HTTPService:
             def log_message(self, format: str, *args: object) -> None:
                 log.debug("http: " + format, *args)
 
-        self._server = (_Server6 if ":" in host else _Server)((host, port), _Handler)
+        try:
+            self._server = (_Server6 if ":" in host else _Server)((host, port), _Handler)
+        except OSError as exc:
+            raise UsageError(f"--listen {listen}: cannot listen there ({exc.strerror})") from None
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="http", daemon=True)
 

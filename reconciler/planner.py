@@ -89,6 +89,9 @@ def _make_plan(desired: DesiredState, live: LiveState, options: PlanOptions | No
     announced = {a.ip for a in fresh.announcements}
     warnings.extend(f"{ip} ({a.key}, pool {a.pool}) is not announced: no L2Advertisement selects the pool "
                     "and a node for it" for a in allocations for ip in a.ips if ip not in announced)
+    warnings.extend(f"{a.ip} ({a.service}) has no eligible node, so nobody answers ARP for it: check the "
+                    "L2Advertisement nodeSelectors, the nodes' addresses and, for externalTrafficPolicy: "
+                    "Local, that a pod is ready" for a in fresh.announcements if not a.candidates)
     warnings.extend(tunnel_plan.warnings)
     return Plan(ordered(changes), desired.revision, artifacts, tuple(warnings))
 

@@ -197,3 +197,12 @@ def test_a_new_commit_alone_does_not_republish_the_table() -> None:
     applied = converge(live, make_plan(DESIRED, live))
     plan = make_plan(replace(DESIRED, revision="next-commit"), applied)
     assert not plan.has_changes and ANNOUNCEMENTS_ARTIFACT not in plan.artifacts
+
+
+def test_an_ip_no_node_may_announce_is_a_warning() -> None:
+    picky = L2Advertisement.model_validate({
+        "apiVersion": "portside.io/v1alpha1", "kind": "L2Advertisement", "metadata": {"name": "workers"},
+        "spec": {"nodeSelectors": [{"matchLabels": {"role": "worker"}}]}})
+    plan = make_plan(replace(DESIRED, advertisements=(picky,)),
+                     LiveState(services=(service("a"),), nodes=NODES))
+    assert any(w.startswith("192.168.1.10 (default/a) has no eligible node") for w in plan.warnings)

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
@@ -221,6 +222,20 @@ class KubeBackend:
                 return
 
     def read(self, desired: DesiredState) -> LiveState:
+        with self._reachable():
+            return self._read(desired)
+
+    @contextlib.contextmanager
+    def _reachable(self) -> Iterator[None]:
+        """A dead or unreachable API server is one line that names it, not a urllib3 traceback."""
+        try:
+            yield
+        except urllib3.exceptions.HTTPError as exc:
+            reason = getattr(exc, "reason", None) or exc
+            raise ProviderError(f"cannot reach the Kubernetes API at {self.api.configuration.host}: {reason}",
+                                temporary=True) from exc
+
+    def _read(self, desired: DesiredState) -> LiveState:
         raw_services = [s for s in self._list(self.core.list_service_for_all_namespaces, "listing Services")
                         if (s.get("spec") or {}).get("type") == "LoadBalancer"]
         self._service_versions = {
@@ -262,6 +277,10 @@ class KubeBackend:
     # --- writing ---------------------------------------------------------------------------
 
     def apply(self, plan: Plan) -> ApplyReport:
+        with self._reachable():
+            return self._apply(plan)
+
+    def _apply(self, plan: Plan) -> ApplyReport:
         report = ApplyReport()
         changes = plan.actionable
         services = [c for c in changes if c.target.kind == "Service"]

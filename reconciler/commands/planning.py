@@ -49,6 +49,9 @@ def load_and_plan(args: argparse.Namespace, policy: ApplyPolicy) -> tuple[Desire
     revision = args.revision or git_head(args.path)
     desired = load_desired_state(args.path, revision)
     backend = select_backend(args)
+    # On stderr, so JSON and Markdown on stdout stay clean: which world is being planned against
+    # matters (a kubeconfig in ~/.kube makes the default a cluster, not .portside/).
+    print(f"Planning against {backend.description}.", file=sys.stderr)
     _, plan = plan_against(desired, backend, policy)
     return desired, backend, plan
 

@@ -32,7 +32,7 @@ from reconciler.source.git import GitSource, SignaturePolicy, load_auth
 
 log = logging.getLogger("reconciler.run")
 
-DEFAULT_LISTEN = ":7473"
+DEFAULT_LISTEN = ":8080"  # the speaker has :7473, so both run on one machine
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _SCP_LIKE = re.compile(r"^[\w.-]+@[\w.-]+:")  # git@github.com:org/repo.git
