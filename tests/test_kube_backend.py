@@ -267,3 +267,13 @@ def test_local_tunnels_go_to_a_configmap_for_an_in_cluster_cloudflared(
     removed = run_cli("apply", str(path), "--kubeconfig", str(kubeconfig))
     assert removed.code == 0 and "- TunnelConfiguration home" in removed.out
     assert cluster.get_object("ConfigMap", "portside-cloudflared-home", "portside-system") is None
+
+
+def test_an_unreachable_api_server_is_one_clear_line(tmp_path: Path) -> None:
+    with FakeKube() as stopped:
+        kubeconfig = stopped.write_kubeconfig(tmp_path / "kubeconfig")
+    # The server is gone now: its port refuses connections.
+    result = run_cli("diff", str(repo(tmp_path)), "--kubeconfig", str(kubeconfig))
+    assert result.code == 1
+    assert "cannot reach the Kubernetes API at http://127.0.0.1:" in result.err
+    assert "Traceback" not in result.err and result.out == ""
