@@ -92,8 +92,22 @@ def _make_plan(desired: DesiredState, live: LiveState, options: PlanOptions | No
     warnings.extend(f"{a.ip} ({a.service}) has no eligible node, so nobody answers ARP for it: check the "
                     "L2Advertisement nodeSelectors, the nodes' addresses and, for externalTrafficPolicy: "
                     "Local, that a pod is ready" for a in fresh.announcements if not a.candidates)
+    warnings.extend(_route_port_warnings(desired, live))
     warnings.extend(tunnel_plan.warnings)
     return Plan(ordered(changes), desired.revision, artifacts, tuple(warnings))
+
+
+def _route_port_warnings(desired: DesiredState, live: LiveState) -> list[str]:
+    """A route to a port its Service does not have sends every request to a closed port."""
+    out = []
+    for route in desired.routes:
+        target = route.spec.service
+        service = live.service(target.key) if target else None
+        if target and service and service.ports and target.port not in {p.port for p in service.ports}:
+            ports = ", ".join(str(p.port) for p in service.ports)
+            out.append(f"route {route.metadata.name} goes to port {target.port} of {target.key}, "
+                       f"which has port(s) {ports}")
+    return out
 
 
 def _service_state(ips: Sequence[str], pool: str | None) -> JSON:

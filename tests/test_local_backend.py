@@ -148,3 +148,10 @@ def test_removing_a_local_tunnel_removes_its_config_file_but_not_foreign_files(
     assert not (state_dir / "cloudflared" / "home.yml").exists()
     assert foreign.exists()
     assert "No changes" in run_cli("diff", str(example), "--state", str(state_dir)).out
+
+
+def test_a_route_to_a_port_the_service_lacks_is_a_warning(example: Path, tmp_path: Path) -> None:
+    routes = example / "tunnel" / "routes.yaml"
+    routes.write_text(routes.read_text().replace("port: 80", "port: 81"))
+    plan = json.loads(run_cli("diff", str(example), "--state", str(tmp_path / "s"), "--format", "json").out)
+    assert "route blog goes to port 81 of default/blog, which has port(s) 80" in plan["warnings"]
