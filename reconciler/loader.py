@@ -86,6 +86,9 @@ class LoadResult:
     diagnostics: list[Diagnostic] = field(default_factory=list)
     files: int = 0
     document_count: int = 0  # YAML documents seen, including those that failed
+    # kind -> names of documents that failed to load: references to them are not "unknown" (that
+    # error would only send the user looking in the wrong place).
+    invalid_names: dict[str, set[str]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -196,12 +199,13 @@ def _load_file(rel: str, data: bytes, result: LoadResult) -> None:
     result.diagnostics.extend(diagnostics)
     for doc in documents:
         result.document_count += 1
-        loaded = _load_document(rel, doc, result.diagnostics)
+        loaded = _load_document(rel, doc, result.diagnostics, result.invalid_names)
         if loaded is not None:
             result.documents.append(loaded)
 
 
-def _load_document(rel: str, doc: YamlDocument, diagnostics: list[Diagnostic]) -> LoadedDocument | None:
+def _load_document(rel: str, doc: YamlDocument, diagnostics: list[Diagnostic],
+                   invalid_names: dict[str, set[str]]) -> LoadedDocument | None:
     def problem(path: FieldPath, message: str, key: bool = False) -> None:
         if key and path and not doc.has_key(path):  # a missing field: point at its parent
             line, col = doc.key_position(path[:-1])
@@ -238,5 +242,8 @@ def _load_document(rel: str, doc: YamlDocument, diagnostics: list[Diagnostic]) -
     except ValidationError as exc:
         for found in explain(exc.errors(), model, value):
             problem(found.path, found.message, key=found.at_key)
+        name = (value.get("metadata") or {}).get("name") if isinstance(value.get("metadata"), dict) else None
+        if isinstance(name, str):
+            invalid_names.setdefault(kind, set()).add(name)
         return None
     return LoadedDocument(typed, rel, doc)

@@ -15,7 +15,7 @@ Decisions worth knowing:
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -36,7 +36,7 @@ def load_desired_state(root: Path, revision: str | None = None) -> DesiredState:
     with gc_paused():
         result = load_documents(root)
         diagnostics = list(result.diagnostics)
-        diagnostics += validate_documents(result.documents)
+        diagnostics += validate_documents(result.documents, result.invalid_names)
         if diagnostics:
             raise ConfigError(diagnostics)
         return build_desired_state(result.documents, revision)
@@ -61,13 +61,19 @@ def build_desired_state(documents: Sequence[LoadedDocument], revision: str | Non
     )
 
 
-def validate_documents(documents: Sequence[LoadedDocument]) -> list[Diagnostic]:
-    """Every cross-document problem of a set of individually valid documents."""
+def validate_documents(documents: Sequence[LoadedDocument],
+                       invalid_names: Mapping[str, set[str]] | None = None) -> list[Diagnostic]:
+    """Every cross-document problem of a set of individually valid documents.
+
+    ``invalid_names`` (kind -> names) are documents that failed on their own: a reference to one
+    is not reported again as unknown.
+    """
     by_kind: dict[str, list[LoadedDocument]] = {}
     for doc in documents:
         by_kind.setdefault(doc.kind, []).append(doc)
-    pools = _first_by_name(by_kind.get("IPAddressPool", []))
-    tunnels = _first_by_name(by_kind.get("Tunnel", []))
+    invalid = invalid_names or {}
+    pools = _Known(_first_by_name(by_kind.get("IPAddressPool", [])), invalid.get("IPAddressPool", set()))
+    tunnels = _Known(_first_by_name(by_kind.get("Tunnel", [])), invalid.get("Tunnel", set()))
     diagnostics = _duplicate_names(documents)
     pool_ranges, range_problems = _pool_ranges(by_kind.get("IPAddressPool", []))
     diagnostics += range_problems
@@ -77,6 +83,18 @@ def validate_documents(documents: Sequence[LoadedDocument]) -> list[Diagnostic]:
     diagnostics += _tunnels(by_kind.get("Tunnel", []))
     diagnostics += _routes(by_kind.get("TunnelRoute", []), tunnels)
     return diagnostics
+
+
+class _Known(dict[str, LoadedDocument]):
+    """Valid documents by name; ``in`` is also true for names whose document failed on its own,
+    while ``get`` and ``[]`` give only valid ones."""
+
+    def __init__(self, valid: dict[str, LoadedDocument], failed: set[str]) -> None:
+        super().__init__(valid)
+        self.failed = failed
+
+    def __contains__(self, name: object) -> bool:
+        return super().__contains__(name) or name in self.failed
 
 
 def _first_by_name(documents: Iterable[LoadedDocument]) -> dict[str, LoadedDocument]:
@@ -155,7 +173,7 @@ def _unknown(kind: str, name: str, known: dict[str, LoadedDocument]) -> str:
 # --- exposures -------------------------------------------------------------------------------
 
 
-def _exposures(exposures: Iterable[LoadedDocument], pools: dict[str, LoadedDocument],
+def _exposures(exposures: Iterable[LoadedDocument], pools: _Known,
                ranges: list[PoolRange]) -> list[Diagnostic]:
     out = []
     services: dict[str, LoadedDocument] = {}
@@ -171,6 +189,8 @@ def _exposures(exposures: Iterable[LoadedDocument], pools: dict[str, LoadedDocum
         if spec.pool is not None and spec.pool not in pools:
             out.append(doc.diagnostic("spec.pool", _unknown("IPAddressPool", spec.pool, pools)))
             continue
+        if spec.pool is not None and pools.get(spec.pool) is None:
+            continue  # its pool failed on its own: its addresses cannot be checked against it
         if len(spec.addresses) == 2 and spec.ipFamilyPolicy == "SingleStack":
             out.append(doc.diagnostic("spec.ipFamilyPolicy", "two addresses need ipFamilyPolicy "
                                       "PreferDualStack or RequireDualStack"))
@@ -265,9 +285,9 @@ def _routes(routes: Iterable[LoadedDocument], tunnels: dict[str, LoadedDocument]
                 out.append(doc.diagnostic(path, problem))
                 bad_hostname = bad_hostname or path == "spec.hostname"
         tunnel = tunnels.get(spec.tunnel)
-        if tunnel is None:
+        if tunnel is None and spec.tunnel not in tunnels:
             out.append(doc.diagnostic("spec.tunnel", _unknown("Tunnel", spec.tunnel, tunnels)))
-        elif not bad_hostname:
+        elif tunnel is not None and not bad_hostname:
             out += _zone_check(doc, spec.hostname, tunnel)
         if bad_hostname:
             continue

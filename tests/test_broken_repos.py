@@ -290,3 +290,18 @@ def test_cli_as_a_subprocess_exit_codes_and_text(tmp_path: Path) -> None:
 def test_missing_path_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", str(tmp_path / "nowhere")]) == 1
     assert "no such file or directory" in capsys.readouterr().err
+
+
+def test_a_broken_document_is_not_reported_again_as_unknown(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """A typo in a Tunnel or pool is one error: documents naming it do not add "unknown" errors."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "pool.yaml").write_text(POOL.replace("  addresses:", "  adresses:"))
+    (repo / "tunnel.yaml").write_text(TUNNEL.replace("mode: remote", "mode: remoet")
+                                      .replace("mode: local", "mode: locall") + "---\n" + route())
+    (repo / "exposure.yaml").write_text(exposure("blog", addresses="192.168.1.10"))
+    assert main(["validate", str(repo)]) == 1
+    out = capsys.readouterr().out
+    assert "unknown" not in out.replace('unknown field "adresses"', ""), out
+    assert len(out.splitlines()) == 2, out

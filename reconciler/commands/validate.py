@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     result = load_documents(Path(args.path))
-    diagnostics = sorted([*result.diagnostics, *validate_documents(result.documents)])
+    diagnostics = sorted([*result.diagnostics, *validate_documents(result.documents, result.invalid_names)])
     valid = not diagnostics
     if args.format == "json":
         report = {"valid": valid, "errors": [d.as_dict() for d in diagnostics],
