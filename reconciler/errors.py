@@ -8,7 +8,8 @@ Secrets never go into a message: callers pass only names, never token values.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass, field, replace
 
 
 @dataclass(frozen=True, order=True)
@@ -30,6 +31,11 @@ class Diagnostic:
         field_part = f" {self.path}:" if self.path else ""
         return f"{where}:{field_part} {self.message}"
 
+    def under(self, directory: str) -> Diagnostic:
+        """The same problem with its file named below ``directory`` (the one the user named), so a
+        terminal or a CI annotation can jump to it from where the command ran."""
+        return replace(self, file=os.path.normpath(os.path.join(directory, self.file)))
+
     def as_dict(self) -> dict[str, object]:
         return {"file": self.file, "line": self.line, "col": self.col, "path": self.path,
                 "message": self.message}
@@ -50,6 +56,11 @@ class ConfigError(PortsideError):
         head = "\n".join(str(d) for d in self.diagnostics[:20])
         more = f"\n... and {count - 20} more" if count > 20 else ""
         super().__init__(f"{count} error(s) in the desired state:\n{head}{more}")
+
+
+def shown_under(error: ConfigError, directory: str) -> ConfigError:
+    """``error`` with every file named below ``directory`` (see :meth:`Diagnostic.under`)."""
+    return ConfigError([d.under(directory) for d in error.diagnostics])
 
 
 class UsageError(PortsideError):

@@ -95,6 +95,11 @@ class LoadResult:
         return not self.diagnostics
 
 
+def repo_directory(root: Path) -> Path:
+    """The directory that file names in documents and diagnostics are relative to."""
+    return root if root.is_dir() else root.parent
+
+
 def load_documents(root: Path) -> LoadResult:
     """Load every YAML file below ``root`` (or ``root`` itself when it is a file).
 

@@ -239,7 +239,8 @@ def test_broken_repo_is_refused_at_the_fault(case: Case, tmp_path: Path, capsys:
     assert code == 1, out
     lines = out.splitlines()
     assert len(lines) == 1, f"expected exactly one error (one fault per repo), got:\n{out}"
-    assert lines[0].startswith(case.where + ": "), lines[0]
+    # Files are named as the user reaches them: below the PATH they gave.
+    assert lines[0].startswith(f"{repo}/{case.where}: "), lines[0]
     assert case.phrase in lines[0], lines[0]
     assert _tree(repo) == before, "validate must not write anything"
     assert list(workdir.iterdir()) == []
@@ -253,7 +254,7 @@ def test_json_output_carries_the_same_error(case: Case, tmp_path: Path, capsys: 
     report = json.loads(capsys.readouterr().out)
     assert report["valid"] is False
     [error] = report["errors"]
-    assert f"{error['file']}:{error['line']}:{error['col']}" == case.where
+    assert f"{error['file']}:{error['line']}:{error['col']}" == f"{repo}/{case.where}"
     assert case.phrase.split(": ")[-1] in error["message"]
     assert report["documents"] >= 1
 
@@ -269,7 +270,7 @@ def test_all_faults_of_a_repo_are_reported_in_one_run(tmp_path: Path, capsys: py
     assert main(["validate", str(repo)]) == 1
     lines = capsys.readouterr().out.splitlines()
     wheres = [line.split(": ")[0] for line in lines]
-    assert wheres == ["a/pool.yaml:7:3", "b.yaml:17:13", "c.yml:2:1", "d.yaml:6:11"]
+    assert wheres == [f"{repo}/{w}" for w in ("a/pool.yaml:7:3", "b.yaml:17:13", "c.yml:2:1", "d.yaml:6:11")]
 
 
 def test_cli_as_a_subprocess_exit_codes_and_text(tmp_path: Path) -> None:
@@ -278,7 +279,7 @@ def test_cli_as_a_subprocess_exit_codes_and_text(tmp_path: Path) -> None:
     bad = subprocess.run([sys.executable, "-m", "reconciler", "validate", str(repo)],
                          capture_output=True, text=True, env=env, timeout=60)
     assert bad.returncode == 1
-    assert bad.stdout.startswith("broken.yaml:8:5: spec.addresses[0]: 192.168.1.128/25 overlaps")
+    assert bad.stdout.startswith(f"{repo}/broken.yaml:8:5: spec.addresses[0]: 192.168.1.128/25 overlaps")
     assert "1 error(s)" in bad.stderr
     (repo / "broken.yaml").unlink()
     good = subprocess.run([sys.executable, "-m", "reconciler", "validate", str(repo), "--format", "json"],

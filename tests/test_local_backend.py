@@ -63,7 +63,7 @@ def test_diff_exit_codes(example: Path, tmp_path: Path) -> None:
     assert run_cli("diff", str(example), "--state", state_dir).code == 0
     broken = write_repo(tmp_path / "broken", {"x.yaml": "kind: Nope\n"})
     failed = run_cli("diff", str(broken), "--state", state_dir, "--exit-code")
-    assert failed.code == 1 and "x.yaml:1:7" in failed.err
+    assert failed.code == 1 and f"{broken}/x.yaml:1:7" in failed.err
     assert not (tmp_path / "state").exists()  # a broken repo writes nothing
 
 
@@ -155,3 +155,14 @@ def test_a_route_to_a_port_the_service_lacks_is_a_warning(example: Path, tmp_pat
     routes.write_text(routes.read_text().replace("port: 80", "port: 81"))
     plan = json.loads(run_cli("diff", str(example), "--state", str(tmp_path / "s"), "--format", "json").out)
     assert "route blog goes to port 81 of default/blog, which has port(s) 80" in plan["warnings"]
+
+
+def test_errors_name_files_as_reached_from_the_working_directory(
+        example: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pool = example / "metallb" / "pool.yaml"
+    pool.write_text(pool.read_text().replace("  addresses:", "  adresses:"))
+    monkeypatch.chdir(example.parent)
+    validate = run_cli("validate", "example-repo")
+    assert validate.out.startswith("example-repo/metallb/pool.yaml:7:3: spec.adresses: unknown field")
+    diff = run_cli("diff", "example-repo", "--state", str(tmp_path / "s"))
+    assert "example-repo/metallb/pool.yaml:7:3: spec.adresses" in diff.err

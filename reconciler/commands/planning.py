@@ -9,6 +9,8 @@ from pathlib import Path
 from reconciler.backends import Backend, add_backend_arguments, select_backend
 from reconciler.desired import DesiredState
 from reconciler.engine import ApplyPolicy, plan_against
+from reconciler.errors import ConfigError, shown_under
+from reconciler.loader import repo_directory
 from reconciler.plan import Plan
 from reconciler.render import FORMATS, render
 from reconciler.validate import load_desired_state
@@ -45,9 +47,18 @@ def git_head(path: Path) -> str | None:
         return None
 
 
+def load_desired(path: Path, revision: str | None = None) -> DesiredState:
+    """The repo at ``path``; errors name files as the user reaches them (below ``path``)."""
+    try:
+        return load_desired_state(path, revision)
+    except ConfigError as exc:
+        raise shown_under(exc, str(repo_directory(path))) from None
+
+
+
 def load_and_plan(args: argparse.Namespace, policy: ApplyPolicy) -> tuple[DesiredState, Backend, Plan]:
     revision = args.revision or git_head(args.path)
-    desired = load_desired_state(args.path, revision)
+    desired = load_desired(args.path, revision)
     backend = select_backend(args)
     # On stderr, so JSON and Markdown on stdout stay clean: which world is being planned against
     # matters (a kubeconfig in ~/.kube makes the default a cluster, not .portside/).

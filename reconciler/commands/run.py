@@ -24,7 +24,7 @@ from reconciler.controller.server import controller_routes
 from reconciler.controller.status import ControllerMetrics, StatusBoard
 from reconciler.controller.webhook import forward_push, is_forwarded, load_secret
 from reconciler.engine import ApplyPolicy, ReconcileResult, reconcile
-from reconciler.errors import UsageError
+from reconciler.errors import ConfigError, UsageError, shown_under
 from reconciler.httpserve import HTTPService, Request
 from reconciler.source import Checkout, Source, default_cache_dir
 from reconciler.source.directory import DirectorySource
@@ -174,7 +174,10 @@ def run(args: argparse.Namespace) -> int:
     api = kube_api(backend)
 
     def reconcile_checkout(checkout: Checkout) -> ReconcileResult:
-        return reconcile(checkout.root, backend, checkout.revision, policy=policy)
+        try:
+            return reconcile(checkout.root, backend, checkout.revision, policy=policy)
+        except ConfigError as exc:  # name files from the repo's top, as a git host shows them
+            raise shown_under(exc, args.path) if args.path else exc from None
 
     events = None
     if api is not None:

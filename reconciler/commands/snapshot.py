@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 from reconciler.backends import add_backend_arguments, select_backend
+from reconciler.commands.planning import load_desired
 from reconciler.snapshot import save_snapshot
-from reconciler.validate import load_desired_state
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    desired = load_desired_state(args.path)
+    desired = load_desired(args.path)
     backend = select_backend(args)
     live = backend.read(desired)
     save_snapshot(live, args.out)

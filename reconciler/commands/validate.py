@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from reconciler.loader import load_documents
+from reconciler.loader import load_documents, repo_directory
 from reconciler.validate import validate_documents
 
 DESCRIPTION = """\
@@ -34,7 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     result = load_documents(Path(args.path))
-    diagnostics = sorted([*result.diagnostics, *validate_documents(result.documents, result.invalid_names)])
+    found = [*result.diagnostics, *validate_documents(result.documents, result.invalid_names)]
+    directory = str(repo_directory(Path(args.path)))
+    diagnostics = sorted(d.under(directory) for d in found)
     valid = not diagnostics
     if args.format == "json":
         report = {"valid": valid, "errors": [d.as_dict() for d in diagnostics],
