@@ -84,8 +84,9 @@ def rank_candidates(nodes: Iterable[str], ip: str) -> tuple[str, ...]:
     Every IP gets its own pseudo-random order, so the IPs of a cluster spread over its nodes,
     and every speaker computes the same order from the same inputs.
     """
-    return tuple(sorted(set(nodes), key=lambda node: (hashlib.sha256(f"{node}#{ip}".encode()).hexdigest(),
-                                                      node)))
+    suffix = f"#{ip}".encode()
+    # Raw digests sort exactly as their hex spellings do, without formatting them.
+    return tuple(sorted(set(nodes), key=lambda node: (hashlib.sha256(node.encode() + suffix).digest(), node)))
 
 
 def table_to_json(table: AnnouncementTable) -> dict[str, Any]:
