@@ -76,6 +76,16 @@ def timed_diff(repo: Path, state: Path) -> dict[str, float]:
     return {"wall_s": round(wall, 3), "peak_rss_mib": round(peak_kib / 1024, 1), **summary}
 
 
+def reference_loop_s() -> float:
+    """CPU seconds of a fixed pure-Python loop: this host's speed right now. On shared machines it
+    swings by half; divide a figure by it to compare runs."""
+    start = time.process_time()
+    total = 0
+    for i in range(2_000_000):
+        total += i
+    return round(time.process_time() - start, 3)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--services", type=int, default=10_000)
@@ -83,6 +93,7 @@ def main() -> None:
     parser.add_argument("--routes", type=int, default=2_000)
     parser.add_argument("--nodes", type=int, default=3)
     args = parser.parse_args()
+    reference_before = reference_loop_s()
     with tempfile.TemporaryDirectory() as tmp:
         repo, state = Path(tmp) / "repo", Path(tmp) / "state"
         repo.mkdir()
@@ -133,6 +144,7 @@ def main() -> None:
         "converged_plan_s": round(converged_plan_s, 3),
         "diff_fresh_process": first_diff,
         "diff_converged_fresh_process": converged_diff,
+        "reference_loop_s": [reference_before, reference_loop_s()],
         "goals": {"plan_s": 0.5, "diff_wall_s": 3.0},
     }, indent=2))
 
