@@ -124,7 +124,7 @@ def _build_base_tarball() -> None:
 def image() -> Iterator[str]:
     reason = _missing_prerequisite()
     if reason:
-        pytest.skip(reason)
+        pytest.skip(reason)  # says which: needs root, or podman/debootstrap/runc
     started = time.monotonic()
     if not BASE_TAR.exists():
         _build_base_tarball()
