@@ -18,9 +18,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from reconciler.desired import DesiredState
-from reconciler.models import Tunnel, TunnelRoute
-from reconciler.plan import ordered
+from reconciler.desired.models import Tunnel, TunnelRoute
+from reconciler.desired.state import DesiredState
+from reconciler.planning.plan import ordered
 from reconciler.providers.cloudflare import CloudflareProvider
 from reconciler.tunnels.plan import plan_tunnels
 from tests.fakes.cloudflare_api import FakeCloudflare

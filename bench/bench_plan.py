@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 from reconciler.backends.local import LocalBackend
-from reconciler.planner import make_plan
-from reconciler.validate import load_desired_state
+from reconciler.desired.validate import load_desired_state
+from reconciler.planning.planner import make_plan
 
 
 def write_repo(root: Path, services: int, pools: int, routes: int) -> None:

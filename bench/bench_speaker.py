@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from netns import Member, Topology, speaker_command, status, wait_for  # noqa: E402
 
-from reconciler.announcement_table import (  # noqa: E402
+from reconciler.planning.announcement_table import (  # noqa: E402
     DEFAULT_HEARTBEAT,
     Announcement,
     AnnouncementTable,

@@ -17,8 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from reconciler.validate import load_desired_state
-from reconciler.yamlsource import USING_LIBYAML
+from reconciler.desired.validate import load_desired_state
+from reconciler.desired.yamlsource import USING_LIBYAML
 
 HEAD = """\
 apiVersion: metallb.io/v1beta1

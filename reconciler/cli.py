@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from reconciler import __version__
-from reconciler.errors import PortsideError
+from reconciler.common.errors import PortsideError
 
 # name -> (module, one-line help). The order is the order of `portside --help`.
 COMMANDS: dict[str, tuple[str, str]] = {

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from reconciler.allocator import Allocation, ServiceRequest, allocate, service_requests
-from reconciler.live import ANNOTATION_POOL, LOADBALANCER_CLASS, LiveService, ServicePort
-from reconciler.models import IPAddressPool, ServiceExposure
+from reconciler.desired.models import IPAddressPool, ServiceExposure
+from reconciler.planning.live import ANNOTATION_POOL, LOADBALANCER_CLASS, LiveService, ServicePort
 
 # --- helpers --------------------------------------------------------------------------------
 

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from reconciler.allocator import Allocation, ServiceRequest, allocate, service_requests
-from reconciler.live import LiveService, ServicePort
-from reconciler.models import IPAddressPool, ServiceExposure
+from reconciler.desired.models import IPAddressPool, ServiceExposure
+from reconciler.planning.live import LiveService, ServicePort
 
 
 def exposure(key: str, **spec: Any) -> ServiceExposure:

@@ -6,8 +6,9 @@ import hashlib
 from typing import Any
 
 from reconciler.allocator import Allocation
-from reconciler.announce import build_announcements, build_table
-from reconciler.announcement_table import (
+from reconciler.desired.models import IPAddressPool, L2Advertisement
+from reconciler.planning.announce import build_announcements, build_table
+from reconciler.planning.announcement_table import (
     DEFAULT_HEARTBEAT,
     Announcement,
     HeartbeatSettings,
@@ -15,8 +16,7 @@ from reconciler.announcement_table import (
     decode_table,
     encode_table,
 )
-from reconciler.live import EXCLUDE_FROM_LB_LABEL, LiveNode, LiveService
-from reconciler.models import IPAddressPool, L2Advertisement
+from reconciler.planning.live import EXCLUDE_FROM_LB_LABEL, LiveNode, LiveService
 
 
 def pool(name: str, *addresses: str, labels: dict[str, str] | None = None) -> IPAddressPool:

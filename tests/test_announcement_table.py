@@ -8,7 +8,8 @@ import json
 
 import pytest
 
-from reconciler.announcement_table import (
+from reconciler.common.errors import StateError
+from reconciler.planning.announcement_table import (
     CONFIGMAP_GZIP_KEY,
     CONFIGMAP_KEY,
     DEFAULT_HEARTBEAT,
@@ -22,7 +23,6 @@ from reconciler.announcement_table import (
     table_from_configmap,
     table_to_configmap_data,
 )
-from reconciler.errors import StateError
 
 DESIGN_EXAMPLE = """
 {"generation": 7, "revision": "0123abc",

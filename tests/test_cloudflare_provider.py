@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from reconciler.desired import DesiredState
-from reconciler.models import Tunnel, TunnelRoute
-from reconciler.plan import Plan, ordered
+from reconciler.desired.models import Tunnel, TunnelRoute
+from reconciler.desired.state import DesiredState
+from reconciler.planning.plan import Plan, ordered
 from reconciler.providers.cloudflare import ApplyOutcome, CloudflareProvider
 from reconciler.tunnels.plan import plan_tunnels
 from tests.fakes.cloudflare_api import FakeCloudflare

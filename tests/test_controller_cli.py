@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.commands.run import add_arguments, build_source, parse_duration
-from reconciler.errors import UsageError
+from reconciler.common.errors import UsageError
 from reconciler.source.directory import DirectorySource
 from reconciler.source.git import GitSource
 

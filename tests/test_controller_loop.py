@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from test_git_source import Remote
 
+from reconciler.common.errors import ConfigError, Diagnostic, PlanRefused, ProviderError
 from reconciler.controller.loop import Backoff, Controller, Timing, Trigger
-from reconciler.errors import ConfigError, Diagnostic, PlanRefused, ProviderError
 from reconciler.source import Checkout
 from reconciler.source.git import GitSource
 

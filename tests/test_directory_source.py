@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.errors import SourceError, UsageError
+from reconciler.common.errors import SourceError, UsageError
 from reconciler.source.directory import DirectorySource, content_revision
 
 

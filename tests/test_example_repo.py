@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.cli import main
-from reconciler.validate import load_desired_state
+from reconciler.desired.validate import load_desired_state
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "example-repo"
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.errors import ConfigError, SignatureError, SourceError, UsageError
+from reconciler.common.errors import ConfigError, SignatureError, SourceError, UsageError
 from reconciler.source.git import (
     GitAuth,
     GitRef,

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from reconciler.errors import UsageError
-from reconciler.httpserve import MAX_BODY, HTTPService, Request, Response, parse_listen
+from reconciler.common.errors import UsageError
+from reconciler.common.httpserve import MAX_BODY, HTTPService, Request, Response, parse_listen
 
 
 def _boom(_: Request) -> Response:

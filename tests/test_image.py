@@ -32,8 +32,14 @@ from pathlib import Path
 import pytest
 from netns import Topology
 
-from reconciler.announcement_table import DEFAULT_HEARTBEAT, Announcement, AnnouncementTable, NodeInfo, encode_table
 from reconciler.cli import COMMANDS
+from reconciler.planning.announcement_table import (
+    DEFAULT_HEARTBEAT,
+    Announcement,
+    AnnouncementTable,
+    NodeInfo,
+    encode_table,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from reconciler.announcement_table import table_from_configmap
+from reconciler.planning.announcement_table import table_from_configmap
 from tests.conftest import run_cli, write_repo
 from tests.fakes.kube_api import FakeKube
 

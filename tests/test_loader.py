@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import yamlsource
-from reconciler.desired import Origin
-from reconciler.errors import UsageError
-from reconciler.loader import load_documents
-from reconciler.models import IPAddressPool, L2Advertisement
-from reconciler.yamlsource import format_path, parse_path, parse_yaml
+from reconciler.common.errors import UsageError
+from reconciler.desired import yamlsource
+from reconciler.desired.loader import load_documents
+from reconciler.desired.models import IPAddressPool, L2Advertisement
+from reconciler.desired.state import Origin
+from reconciler.desired.yamlsource import format_path, parse_path, parse_yaml
 
 POOL = """\
 apiVersion: metallb.io/v1beta1

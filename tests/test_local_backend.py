@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.announcement_table import decode_table
+from reconciler.planning.announcement_table import decode_table
 from tests.conftest import run_cli, write_repo
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "example-repo"

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
-from reconciler.desired import DesiredState
-from reconciler.errors import StateError
-from reconciler.live import IngressRule
-from reconciler.models import Tunnel, TunnelRoute
+from reconciler.common.errors import StateError
+from reconciler.desired.models import Tunnel, TunnelRoute
+from reconciler.desired.state import DesiredState
+from reconciler.planning.live import IngressRule
 from reconciler.tunnels.local import read_local_tunnels, write_local_tunnel
 from reconciler.tunnels.plan import plan_tunnels
 from tests.fakes.cloudflare_api import validate_ingress

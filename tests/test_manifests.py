@@ -23,8 +23,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from reconciler.announcement_table import CONFIGMAP_NAME, DEFAULT_HEARTBEAT
 from reconciler.cli import build_parser
+from reconciler.planning.announcement_table import CONFIGMAP_NAME, DEFAULT_HEARTBEAT
 from tests.rbac import Obj, Policy, kustomize_build
 
 ROOT = Path(__file__).resolve().parent.parent

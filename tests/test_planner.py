@@ -8,15 +8,15 @@ from dataclasses import replace
 
 import pytest
 
-from reconciler.announcement_table import decode_table, encode_table
-from reconciler.desired import DesiredState
-from reconciler.engine import ApplyPolicy, check_safety
-from reconciler.errors import PlanRefused
-from reconciler.live import ANNOTATION_POOL, LiveNode, LiveService, LiveState, ServicePort
-from reconciler.models import IPAddressPool, L2Advertisement
-from reconciler.plan import Change, Plan, Target, ordered
-from reconciler.planner import ANNOUNCEMENTS_ARTIFACT, make_plan
-from reconciler.render import render, render_json, render_markdown, render_text
+from reconciler.common.errors import PlanRefused
+from reconciler.desired.models import IPAddressPool, L2Advertisement
+from reconciler.desired.state import DesiredState
+from reconciler.planning.announcement_table import decode_table, encode_table
+from reconciler.planning.engine import ApplyPolicy, check_safety
+from reconciler.planning.live import ANNOTATION_POOL, LiveNode, LiveService, LiveState, ServicePort
+from reconciler.planning.plan import Change, Plan, Target, ordered
+from reconciler.planning.planner import ANNOUNCEMENTS_ARTIFACT, make_plan
+from reconciler.planning.render import render, render_json, render_markdown, render_text
 
 
 def pool(name: str, *addresses: str) -> IPAddressPool:

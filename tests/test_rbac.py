@@ -22,9 +22,9 @@ from typing import Any
 
 import pytest
 
-from reconciler.announcement_table import CONFIGMAP_NAME
 from reconciler.controller.events import kube_event_sink
 from reconciler.controller.leader import LEASE_NAME
+from reconciler.planning.announcement_table import CONFIGMAP_NAME
 from reconciler.speaker.sources import ConfigMapSource
 from tests.conftest import run_cli, write_repo
 from tests.fakes.kube_api import FakeKube

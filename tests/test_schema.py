@@ -10,8 +10,8 @@ import pytest
 
 from reconciler.cli import main
 from reconciler.commands.schema import render_schemas
-from reconciler.loader import load_documents
-from reconciler.models import KIND_MODELS
+from reconciler.desired.loader import load_documents
+from reconciler.desired.models import KIND_MODELS
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMAS = ROOT / "schemas"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.errors import UsageError
+from reconciler.common.errors import UsageError
 from reconciler.speaker.cli import KEY_ENV, load_key
 
 SECRET = "s3cr3t-heartbeat-key-value-0123456789"

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from reconciler.announcement_table import Announcement, AnnouncementTable, NodeInfo
+from reconciler.planning.announcement_table import Announcement, AnnouncementTable, NodeInfo
 from reconciler.speaker.election import Change, Liveness, compare, elect
 
 NODES = {n: NodeInfo(f"10.77.0.{i + 1}") for i, n in enumerate(["a", "b", "c"])}

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from netns import Member, Topology, needs_root, speaker_command, status, wait_for
 
-from reconciler.announcement_table import (
+from reconciler.planning.announcement_table import (
     DEFAULT_HEARTBEAT,
     Announcement,
     AnnouncementTable,

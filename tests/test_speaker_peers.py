@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from reconciler.announcement_table import DEFAULT_HEARTBEAT, AnnouncementTable, NodeInfo
-from reconciler.metrics import Registry
+from reconciler.common.metrics import Registry
+from reconciler.planning.announcement_table import DEFAULT_HEARTBEAT, AnnouncementTable, NodeInfo
 from reconciler.speaker.heartbeat import Heartbeat, HeartbeatDrop, encode_heartbeat
 from reconciler.speaker.peers import PeerCounters, PeerLink
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.announcement_table import (
+from reconciler.common.errors import UsageError
+from reconciler.planning.announcement_table import (
     DEFAULT_HEARTBEAT,
     Announcement,
     AnnouncementTable,
@@ -18,7 +19,6 @@ from reconciler.announcement_table import (
     rank_candidates,
     table_to_configmap_data,
 )
-from reconciler.errors import UsageError
 from reconciler.speaker.sources import ConfigMapSource, FileSource, TableSource
 from tests.fakes.kube_api import FakeKube
 

@@ -6,11 +6,11 @@ from typing import Any
 
 import pytest
 
-from reconciler.desired import DesiredState
-from reconciler.errors import StateError
-from reconciler.live import DNSRecord, IngressRule, LiveTunnel, LiveZone
-from reconciler.models import Tunnel, TunnelRoute
-from reconciler.plan import Change
+from reconciler.common.errors import StateError
+from reconciler.desired.models import Tunnel, TunnelRoute
+from reconciler.desired.state import DesiredState
+from reconciler.planning.live import DNSRecord, IngressRule, LiveTunnel, LiveZone
+from reconciler.planning.plan import Change
 from reconciler.tunnels import tunnels_from_json, tunnels_to_json, zones_from_json, zones_to_json
 from reconciler.tunnels.dns import PENDING_TUNNEL_ID, owner_of
 from reconciler.tunnels.plan import OWNER_MARKER, TunnelPlan, plan_tunnels

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from reconciler.live import IngressRule
-from reconciler.models import Tunnel, TunnelRoute
+from reconciler.desired.models import Tunnel, TunnelRoute
+from reconciler.planning.live import IngressRule
 from reconciler.tunnels.rules import (
     Waiting,
     fold_defaults,

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.desired import Origin
-from reconciler.errors import ConfigError
-from reconciler.hostnames import hostname_problem, in_zone, path_problem, zone_problem
-from reconciler.loader import load_documents
-from reconciler.origins import origin_problem
-from reconciler.validate import load_desired_state, validate_documents
+from reconciler.common.errors import ConfigError
+from reconciler.desired.hostnames import hostname_problem, in_zone, path_problem, zone_problem
+from reconciler.desired.loader import load_documents
+from reconciler.desired.origins import origin_problem
+from reconciler.desired.state import Origin
+from reconciler.desired.validate import load_desired_state, validate_documents
 
 
 def pool(name: str, *addresses: str, extra: str = "") -> str:

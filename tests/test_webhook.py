@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.common.errors import UsageError
+from reconciler.common.httpserve import HTTPService, Request
 from reconciler.controller.server import controller_routes
 from reconciler.controller.status import ControllerMetrics, StatusBoard
 from reconciler.controller.webhook import Verdict, load_secret, sign, verify_signature
-from reconciler.errors import UsageError
-from reconciler.httpserve import HTTPService, Request
 
 SECRET = b"It's a Secret to Everybody"
 BODY = b"Hello, World!"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import socket
 
-from reconciler.ipranges import RangeSyntaxError, ip_from_int, parse_ip
+from reconciler.desired.ipranges import RangeSyntaxError, ip_from_int, parse_ip
 
 Address = tuple[int, int]  # (4 or 6, integer value)
 

@@ -29,8 +29,8 @@ from reconciler.allocator.addresses import Address, format_address, parse_addres
 from reconciler.allocator.ledger import Claimant, Ledger
 from reconciler.allocator.pools import FAMILY_NAMES, FreeCursor, Pool, PoolIndex, is_buggy_int
 from reconciler.allocator.values import Allocation, ServiceRequest
-from reconciler.ipranges import canonical_ip
-from reconciler.models import IPAddressPool
+from reconciler.desired.ipranges import canonical_ip
+from reconciler.desired.models import IPAddressPool
 
 _FAMILIES = {"IPv4": 4, "IPv6": 6}
 _OTHER = {4: 6, 6: 4}

@@ -12,9 +12,9 @@ import itertools
 from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass
 
-from reconciler.errors import PortsideError
-from reconciler.ipranges import IPRange, RangeSyntaxError, parse_range
-from reconciler.models import IPAddressPool, ServiceAllocation
+from reconciler.common.errors import PortsideError
+from reconciler.desired.ipranges import IPRange, RangeSyntaxError, parse_range
+from reconciler.desired.models import IPAddressPool, ServiceAllocation
 
 FAMILY_NAMES = {4: "IPv4", 6: "IPv6"}
 

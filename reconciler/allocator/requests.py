@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from reconciler.allocator.values import Allocation, ServiceRequest
-from reconciler.ipranges import RangeSyntaxError, parse_ip
-from reconciler.live import (
+from reconciler.desired.ipranges import RangeSyntaxError, parse_ip
+from reconciler.desired.models import ServiceExposure
+from reconciler.planning.live import (
     ANNOTATION_POOL,
     LOADBALANCER_CLASS,
     METALLB_ADDRESS_POOL,
@@ -21,7 +22,6 @@ from reconciler.live import (
     METALLB_LOADBALANCER_IPS,
     LiveService,
 )
-from reconciler.models import ServiceExposure
 
 # MetalLB's pre-0.13 annotation prefix, still honoured by MetalLB when the new one is absent.
 _DEPRECATED = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from reconciler.live import ServicePort
+from reconciler.planning.live import ServicePort
 
 
 @dataclass(frozen=True)

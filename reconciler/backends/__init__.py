@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from reconciler.backends.base import ApplyReport, Backend
-from reconciler.errors import UsageError
+from reconciler.common.errors import UsageError
 
 DEFAULT_STATE_DIR = Path(".portside")
 DEFAULT_NAMESPACE = "portside-system"
@@ -56,7 +56,7 @@ def select_backend(args: argparse.Namespace) -> Backend:
     """The backend the arguments ask for (Cloudflare credentials come from the environment)."""
     snapshot_path: Path | None = getattr(args, "snapshot", None)
     if snapshot_path is not None:
-        from reconciler.snapshot import SnapshotBackend
+        from reconciler.planning.snapshot import SnapshotBackend
 
         return SnapshotBackend(snapshot_path)
     cloudflare = None

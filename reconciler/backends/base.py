@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from reconciler.desired import DesiredState
-from reconciler.live import LiveState
-from reconciler.plan import Plan
+from reconciler.desired.state import DesiredState
+from reconciler.planning.live import LiveState
+from reconciler.planning.plan import Plan
 
 
 @dataclass

@@ -21,26 +21,26 @@ import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from reconciler.announcement_table import (
+from reconciler.backends.base import ApplyReport
+from reconciler.backends.tunnels import TunnelSide
+from reconciler.common.errors import ConflictError, ProviderError, StateError
+from reconciler.desired.state import DesiredState
+from reconciler.planning.announcement_table import (
     CONFIGMAP_NAME,
     decode_table,
     encode_table,
     table_from_configmap,
     table_to_configmap_data,
 )
-from reconciler.backends.base import ApplyReport
-from reconciler.backends.tunnels import TunnelSide
-from reconciler.desired import DesiredState
-from reconciler.errors import ConflictError, ProviderError, StateError
-from reconciler.live import (
+from reconciler.planning.live import (
     ANNOTATION_POOL,
     LiveNode,
     LiveService,
     LiveState,
     ServicePort,
 )
-from reconciler.plan import Change, Plan
-from reconciler.planner import ANNOUNCEMENTS_ARTIFACT
+from reconciler.planning.plan import Change, Plan
+from reconciler.planning.planner import ANNOUNCEMENTS_ARTIFACT
 from reconciler.tunnels.local import DirectoryStore
 
 if TYPE_CHECKING:  # the SDK takes 0.35 s to import; only a token needs it

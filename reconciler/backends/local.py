@@ -14,16 +14,16 @@ import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from reconciler.announcement_table import decode_table
-from reconciler.atomic import write_atomic
 from reconciler.backends.base import ApplyReport
 from reconciler.backends.tunnels import TunnelSide
-from reconciler.desired import DesiredState
-from reconciler.errors import StateError
-from reconciler.live import ANNOTATION_POOL, LiveNode, LiveService, LiveState, ServicePort
-from reconciler.models import ServiceExposure
-from reconciler.plan import Plan
-from reconciler.planner import ANNOUNCEMENTS_ARTIFACT
+from reconciler.common.atomic import write_atomic
+from reconciler.common.errors import StateError
+from reconciler.desired.models import ServiceExposure
+from reconciler.desired.state import DesiredState
+from reconciler.planning.announcement_table import decode_table
+from reconciler.planning.live import ANNOTATION_POOL, LiveNode, LiveService, LiveState, ServicePort
+from reconciler.planning.plan import Plan
+from reconciler.planning.planner import ANNOUNCEMENTS_ARTIFACT
 from reconciler.tunnels.local import DirectoryStore
 
 if TYPE_CHECKING:  # the SDK takes 0.35 s to import; only a token needs it

@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from reconciler.backends.base import ApplyReport
-from reconciler.desired import DesiredState
-from reconciler.live import LiveTunnel, LiveZone
-from reconciler.plan import Change, Plan
+from reconciler.desired.state import DesiredState
+from reconciler.planning.live import LiveTunnel, LiveZone
+from reconciler.planning.plan import Change, Plan
 from reconciler.tunnels.local import ConfigStore, delete_local_tunnel, read_local_tunnels, write_local_tunnel
 from reconciler.tunnels.plan import local_config_path
 

@@ -6,8 +6,8 @@ import argparse
 import sys
 
 from reconciler.commands.planning import add_plan_arguments, load_and_plan, policy_from, show
-from reconciler.engine import CONFLICT_RETRIES, check_safety, plan_against
-from reconciler.errors import ConflictError, UsageError
+from reconciler.common.errors import ConflictError, UsageError
+from reconciler.planning.engine import CONFLICT_RETRIES, check_safety, plan_against
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -7,13 +7,13 @@ import sys
 from pathlib import Path
 
 from reconciler.backends import Backend, add_backend_arguments, select_backend
-from reconciler.desired import DesiredState
-from reconciler.engine import ApplyPolicy, plan_against
-from reconciler.errors import ConfigError, shown_under
-from reconciler.loader import repo_directory
-from reconciler.plan import Plan
-from reconciler.render import FORMATS, render
-from reconciler.validate import load_desired_state
+from reconciler.common.errors import ConfigError, shown_under
+from reconciler.desired.loader import repo_directory
+from reconciler.desired.state import DesiredState
+from reconciler.desired.validate import load_desired_state
+from reconciler.planning.engine import ApplyPolicy, plan_against
+from reconciler.planning.plan import Plan
+from reconciler.planning.render import FORMATS, render
 
 
 def add_plan_arguments(parser: argparse.ArgumentParser, *, snapshot: bool) -> None:

@@ -18,14 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.backends import Backend, add_backend_arguments, select_backend
+from reconciler.common.errors import ConfigError, UsageError, shown_under
+from reconciler.common.httpserve import HTTPService, Request
 from reconciler.controller.logs import configure_logging
 from reconciler.controller.loop import Backoff, Controller, Timing, Trigger
 from reconciler.controller.server import controller_routes
 from reconciler.controller.status import ControllerMetrics, StatusBoard
 from reconciler.controller.webhook import forward_push, is_forwarded, load_secret
-from reconciler.engine import ApplyPolicy, ReconcileResult, reconcile
-from reconciler.errors import ConfigError, UsageError, shown_under
-from reconciler.httpserve import HTTPService, Request
+from reconciler.planning.engine import ApplyPolicy, ReconcileResult, reconcile
 from reconciler.source import Checkout, Source, default_cache_dir
 from reconciler.source.directory import DirectorySource
 from reconciler.source.git import GitSource, SignaturePolicy, load_auth

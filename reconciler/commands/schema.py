@@ -10,8 +10,8 @@ import argparse
 import json
 from pathlib import Path
 
-from reconciler.atomic import write_atomic
-from reconciler.models import KIND_MODELS
+from reconciler.common.atomic import write_atomic
+from reconciler.desired.models import KIND_MODELS
 
 DEFAULT_OUT = "schemas"
 

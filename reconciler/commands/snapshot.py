@@ -8,7 +8,7 @@ from pathlib import Path
 
 from reconciler.backends import add_backend_arguments, select_backend
 from reconciler.commands.planning import load_desired
-from reconciler.snapshot import save_snapshot
+from reconciler.planning.snapshot import save_snapshot
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

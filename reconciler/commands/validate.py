@@ -11,8 +11,8 @@ import json
 import sys
 from pathlib import Path
 
-from reconciler.loader import load_documents, repo_directory
-from reconciler.validate import validate_documents
+from reconciler.desired.loader import load_documents, repo_directory
+from reconciler.desired.validate import validate_documents
 
 DESCRIPTION = """\
 Load every *.yaml/*.yml file below PATH (dot-files and dot-directories such as .git and .github

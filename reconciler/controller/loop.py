@@ -18,8 +18,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from reconciler.common.errors import ConfigError, PlanRefused, PortsideError, SignatureError, SourceError
 from reconciler.controller.status import ControllerMetrics, StatusBoard
-from reconciler.errors import ConfigError, PlanRefused, PortsideError, SignatureError, SourceError
 from reconciler.source import Checkout, Source
 
 log = logging.getLogger(__name__)

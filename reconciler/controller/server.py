@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from reconciler.common.httpserve import HTTPService, Request, Response, Routes
+from reconciler.common.metrics import CONTENT_TYPE
 from reconciler.controller.status import ControllerMetrics, StatusBoard
 from reconciler.controller.webhook import webhook_handler
-from reconciler.httpserve import HTTPService, Request, Response, Routes
-from reconciler.metrics import CONTENT_TYPE
 
 
 def controller_routes(status: StatusBoard, metrics: ControllerMetrics, *, webhook_secret: bytes | None,

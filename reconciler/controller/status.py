@@ -7,7 +7,7 @@ import threading
 import time
 from typing import Any
 
-from reconciler.metrics import Counter, Gauge, Registry
+from reconciler.common.metrics import Counter, Gauge, Registry
 
 
 class StatusBoard:

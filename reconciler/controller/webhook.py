@@ -18,9 +18,9 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from reconciler.common.httpserve import Request, Response
+from reconciler.common.secrets import read_secret_file
 from reconciler.controller.status import ControllerMetrics
-from reconciler.httpserve import Request, Response
-from reconciler.secrets import read_secret_file
 
 log = logging.getLogger(__name__)
 

@@ -29,11 +29,11 @@ from typing import Any
 import cloudflare
 import httpx
 
-from reconciler.desired import DesiredState
-from reconciler.errors import ProviderError
-from reconciler.live import DNSRecord, LiveTunnel, LiveZone
-from reconciler.models import Tunnel
-from reconciler.plan import JSON, Change
+from reconciler.common.errors import ProviderError
+from reconciler.desired.models import Tunnel
+from reconciler.desired.state import DesiredState
+from reconciler.planning.live import DNSRecord, LiveTunnel, LiveZone
+from reconciler.planning.plan import JSON, Change
 from reconciler.tunnels.dns import PENDING_TUNNEL_ID, tunnel_target
 from reconciler.tunnels.rules import rule_from_json
 

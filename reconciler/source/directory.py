@@ -17,7 +17,7 @@ from pathlib import Path
 
 import watchfiles
 
-from reconciler.errors import SourceError, UsageError
+from reconciler.common.errors import SourceError, UsageError
 from reconciler.source import Checkout
 
 log = logging.getLogger(__name__)

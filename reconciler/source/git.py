@@ -28,8 +28,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import git
 
-from reconciler.errors import ConfigError, Diagnostic, SignatureError, SourceError, UsageError
-from reconciler.secrets import read_secret_file
+from reconciler.common.errors import ConfigError, Diagnostic, SignatureError, SourceError, UsageError
+from reconciler.common.secrets import read_secret_file
 from reconciler.source import Checkout
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ import logging
 import os
 import sys
 
-from reconciler.errors import PortsideError
+from reconciler.common.errors import PortsideError
 from reconciler.speaker import cli
 
 

@@ -11,9 +11,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
 
-from reconciler.announcement_table import CONFIGMAP_NAME
-from reconciler.errors import UsageError
-from reconciler.secrets import read_secret_file
+from reconciler.common.errors import UsageError
+from reconciler.common.secrets import read_secret_file
+from reconciler.planning.announcement_table import CONFIGMAP_NAME
 from reconciler.speaker.heartbeat import MIN_KEY_LEN
 from reconciler.speaker.sources import DEFAULT_NAMESPACE, ConfigMapSource, FileSource, TableSource
 

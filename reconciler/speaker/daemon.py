@@ -22,10 +22,10 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from reconciler.announcement_table import Announcement, AnnouncementTable
-from reconciler.errors import UsageError
-from reconciler.httpserve import HTTPService, Request, Response
-from reconciler.metrics import CONTENT_TYPE, Registry
+from reconciler.common.errors import UsageError
+from reconciler.common.httpserve import HTTPService, Request, Response
+from reconciler.common.metrics import CONTENT_TYPE, Registry
+from reconciler.planning.announcement_table import Announcement, AnnouncementTable
 from reconciler.speaker.election import compare, elect
 from reconciler.speaker.links import Link, LinkWatcher
 from reconciler.speaker.packets import (

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from reconciler.announcement_table import Announcement, AnnouncementTable
+from reconciler.planning.announcement_table import Announcement, AnnouncementTable
 
 
 def elect(table: AnnouncementTable, node: str, is_alive: Callable[[str], bool]) -> dict[str, Announcement]:

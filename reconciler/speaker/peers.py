@@ -20,8 +20,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from reconciler.announcement_table import DEFAULT_HEARTBEAT, AnnouncementTable
-from reconciler.metrics import Counter
+from reconciler.common.metrics import Counter
+from reconciler.planning.announcement_table import DEFAULT_HEARTBEAT, AnnouncementTable
 from reconciler.speaker.election import Liveness
 from reconciler.speaker.heartbeat import (
     Heartbeat,

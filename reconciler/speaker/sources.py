@@ -13,13 +13,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from reconciler.announcement_table import (
+from reconciler.common.errors import PortsideError, StateError, UsageError
+from reconciler.planning.announcement_table import (
     CONFIGMAP_NAME,
     AnnouncementTable,
     decode_table,
     table_from_configmap,
 )
-from reconciler.errors import PortsideError, StateError, UsageError
 
 log = logging.getLogger(__name__)
 

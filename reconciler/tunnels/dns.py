@@ -26,8 +26,8 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from reconciler.live import DNSRecord, LiveZone
-from reconciler.plan import JSON, Change, Target
+from reconciler.planning.live import DNSRecord, LiveZone
+from reconciler.planning.plan import JSON, Change, Target
 
 OWNER_MARKER = "managed by portside, owner={owner}"
 TUNNEL_DOMAIN = "cfargotunnel.com"

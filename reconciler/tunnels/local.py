@@ -18,11 +18,11 @@ from typing import Any, Protocol
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
-from reconciler.atomic import write_atomic
-from reconciler.desired import DesiredState
-from reconciler.errors import StateError
-from reconciler.live import LiveTunnel
-from reconciler.plan import JSON
+from reconciler.common.atomic import write_atomic
+from reconciler.common.errors import StateError
+from reconciler.desired.state import DesiredState
+from reconciler.planning.live import LiveTunnel
+from reconciler.planning.plan import JSON
 from reconciler.tunnels.plan import local_config_path
 from reconciler.tunnels.rules import origin_request_api, origin_request_yaml, rule_from_json
 

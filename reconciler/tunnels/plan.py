@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from reconciler.desired import DesiredState
-from reconciler.live import IngressRule, LiveTunnel, LiveZone
-from reconciler.models import Tunnel, TunnelRoute
-from reconciler.plan import JSON, Change, Target
+from reconciler.desired.models import Tunnel, TunnelRoute
+from reconciler.desired.state import DesiredState
+from reconciler.planning.live import IngressRule, LiveTunnel, LiveZone
+from reconciler.planning.plan import JSON, Change, Target
 from reconciler.tunnels.dns import OWNER_MARKER, WantedRecord, plan_dns, tunnel_target
 from reconciler.tunnels.rules import fold_defaults, origin_request_api, origin_request_yaml, tunnel_rules
 

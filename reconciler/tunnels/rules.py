@@ -20,8 +20,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from reconciler.live import IngressRule
-from reconciler.models import OriginRequest, Tunnel, TunnelRoute, duration_seconds
+from reconciler.desired.models import OriginRequest, Tunnel, TunnelRoute, duration_seconds
+from reconciler.planning.live import IngressRule
 
 # originRequest keys whose value is a duration (seconds in the API, Go durations in YAML).
 DURATION_KEYS = frozenset({"connectTimeout", "tlsTimeout", "tcpKeepAlive", "keepAliveTimeout"})

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from reconciler.errors import StateError
-from reconciler.live import DNSRecord, IngressRule, LiveTunnel, LiveZone
-from reconciler.plan import JSON
+from reconciler.common.errors import StateError
+from reconciler.planning.live import DNSRecord, IngressRule, LiveTunnel, LiveZone
+from reconciler.planning.plan import JSON
 
 
 def tunnels_to_json(tunnels: Mapping[str, LiveTunnel]) -> dict[str, JSON]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from reconciler.models import IPAddressPool, L2Advertisement, ServiceExposure, Tunnel, TunnelRoute
+from reconciler.desired.models import IPAddressPool, L2Advertisement, ServiceExposure, Tunnel, TunnelRoute
 
 
 @dataclass(frozen=True, order=True)

@@ -38,7 +38,7 @@ from ruamel.yaml.events import (
 )
 from ruamel.yaml.reader import ReaderError
 
-from reconciler.errors import Diagnostic
+from reconciler.common.errors import Diagnostic
 
 try:  # ruamel.yaml.clib: libyaml's parser, ~10x faster than the pure-Python one.
     from _ruamel_yaml import CParser

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from reconciler.errors import UsageError
+from reconciler.common.errors import UsageError
 
 
 def read_secret_file(flag: str, path: Path) -> bytes:

@@ -12,12 +12,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from reconciler.atomic import write_atomic
 from reconciler.backends.base import ApplyReport
-from reconciler.desired import DesiredState
-from reconciler.errors import StateError, UsageError
-from reconciler.live import LiveNode, LiveService, LiveState, ServicePort
-from reconciler.plan import Plan
+from reconciler.common.atomic import write_atomic
+from reconciler.common.errors import StateError, UsageError
+from reconciler.desired.state import DesiredState
+from reconciler.planning.live import LiveNode, LiveService, LiveState, ServicePort
+from reconciler.planning.plan import Plan
 from reconciler.tunnels import tunnels_from_json, tunnels_to_json, zones_from_json, zones_to_json
 
 SNAPSHOT_VERSION = 1

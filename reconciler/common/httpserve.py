@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from reconciler.errors import UsageError
+from reconciler.common.errors import UsageError
 
 log = logging.getLogger(__name__)
 

@@ -23,20 +23,20 @@ from dataclasses import dataclass, replace
 
 from reconciler.allocator import Allocation, allocate, service_requests
 from reconciler.allocator.addresses import address_order
-from reconciler.announce import build_table
-from reconciler.announcement_table import (
+from reconciler.common.errors import StateError
+from reconciler.common.gcpause import gc_paused
+from reconciler.desired.ipranges import parse_ip, parse_range
+from reconciler.desired.state import DesiredState
+from reconciler.planning.announce import build_table
+from reconciler.planning.announcement_table import (
     Announcement,
     AnnouncementTable,
     decode_table,
     encode_table,
     table_to_json,
 )
-from reconciler.desired import DesiredState
-from reconciler.errors import StateError
-from reconciler.gcpause import gc_paused
-from reconciler.ipranges import parse_ip, parse_range
-from reconciler.live import ANNOTATION_POOL, LiveService, LiveState
-from reconciler.plan import JSON, Change, Plan, Target, ordered
+from reconciler.planning.live import ANNOTATION_POOL, LiveService, LiveState
+from reconciler.planning.plan import JSON, Change, Plan, Target, ordered
 from reconciler.tunnels.plan import plan_tunnels
 
 ANNOUNCEMENTS_ARTIFACT = "announcements.json"

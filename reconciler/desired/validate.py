@@ -19,14 +19,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from reconciler.desired import DesiredState, Origin
-from reconciler.errors import ConfigError, Diagnostic
-from reconciler.gcpause import gc_paused
-from reconciler.hostnames import hostname_problem, in_zone, path_problem, zone_problem
-from reconciler.ipranges import IPAddress, IPRange, RangeSyntaxError, is_buggy, parse_ip, parse_range
-from reconciler.loader import LoadedDocument, load_documents
-from reconciler.models import IPAddressPool, L2Advertisement, ServiceExposure, Tunnel, TunnelRoute
-from reconciler.origins import origin_problem
+from reconciler.common.errors import ConfigError, Diagnostic
+from reconciler.common.gcpause import gc_paused
+from reconciler.desired.hostnames import hostname_problem, in_zone, path_problem, zone_problem
+from reconciler.desired.ipranges import IPAddress, IPRange, RangeSyntaxError, is_buggy, parse_ip, parse_range
+from reconciler.desired.loader import LoadedDocument, load_documents
+from reconciler.desired.models import IPAddressPool, L2Advertisement, ServiceExposure, Tunnel, TunnelRoute
+from reconciler.desired.origins import origin_problem
+from reconciler.desired.state import DesiredState, Origin
 
 M = TypeVar("M", IPAddressPool, L2Advertisement, ServiceExposure, Tunnel, TunnelRoute)
 

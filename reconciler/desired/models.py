@@ -3,7 +3,7 @@
 Field names follow the YAML (camelCase, as Kubernetes and MetalLB write them), so the JSON Schema
 generated from these models is what an editor validates against. Every model forbids unknown
 fields: a typo must be an error, never silently ignored. Semantic checks that need more than one
-field or document (overlapping pools, references) live in :mod:`reconciler.validate`.
+field or document (overlapping pools, references) live in :mod:`reconciler.desired.validate`.
 """
 
 from __future__ import annotations

@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reconciler.backends.base import Backend
-from reconciler.desired import DesiredState
-from reconciler.errors import ConflictError, PlanRefused
-from reconciler.live import LiveState
-from reconciler.plan import Plan
-from reconciler.planner import PlanOptions, make_plan
-from reconciler.validate import load_desired_state
+from reconciler.common.errors import ConflictError, PlanRefused
+from reconciler.desired.state import DesiredState
+from reconciler.desired.validate import load_desired_state
+from reconciler.planning.live import LiveState
+from reconciler.planning.plan import Plan
+from reconciler.planning.planner import PlanOptions, make_plan
 
 log = logging.getLogger(__name__)
 

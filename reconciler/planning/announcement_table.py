@@ -17,8 +17,8 @@ from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass, field
 from typing import Any
 
-from reconciler.errors import StateError
-from reconciler.ipranges import RangeSyntaxError, canonical_ip
+from reconciler.common.errors import StateError
+from reconciler.desired.ipranges import RangeSyntaxError, canonical_ip
 
 CONFIGMAP_NAME = "portside-announcements"
 CONFIGMAP_KEY = "announcements.json"

@@ -21,12 +21,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from reconciler.desired import Origin
-from reconciler.errors import Diagnostic, UsageError
-from reconciler.fielderrors import describe_value, explain
-from reconciler.gcpause import gc_paused
-from reconciler.models import KINDS, Document
-from reconciler.yamlsource import (
+from reconciler.common.errors import Diagnostic, UsageError
+from reconciler.common.gcpause import gc_paused
+from reconciler.desired.fielderrors import describe_value, explain
+from reconciler.desired.models import KINDS, Document
+from reconciler.desired.state import Origin
+from reconciler.desired.yamlsource import (
     FieldPath,
     YamlDocument,
     format_path,

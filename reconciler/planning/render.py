@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable
 from typing import IO
 
-from reconciler.plan import JSON, Change, Plan
+from reconciler.planning.plan import JSON, Change, Plan
 
 SYMBOLS = {"create": "+", "update": "~", "delete": "-", "conflict": "!", "no-op": " "}
 COLOURS = {"create": "32", "update": "33", "delete": "31", "conflict": "35"}  # ANSI green/yellow/red/magenta

@@ -13,7 +13,8 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from reconciler.allocator import Allocation
 from reconciler.allocator.addresses import address_order
-from reconciler.announcement_table import (
+from reconciler.desired.models import IPAddressPool, L2Advertisement
+from reconciler.planning.announcement_table import (
     DEFAULT_HEARTBEAT,
     Announcement,
     AnnouncementTable,
@@ -21,8 +22,7 @@ from reconciler.announcement_table import (
     NodeInfo,
     rank_candidates,
 )
-from reconciler.live import EXCLUDE_FROM_LB_LABEL, LiveNode, LiveService
-from reconciler.models import IPAddressPool, L2Advertisement
+from reconciler.planning.live import EXCLUDE_FROM_LB_LABEL, LiveNode, LiveService
 
 
 def selects_pool(advertisement: L2Advertisement, pool: IPAddressPool) -> bool:

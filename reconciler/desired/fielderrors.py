@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel
 from pydantic_core import ErrorDetails
 
-from reconciler.models import DNS_LABEL, DNS_SUBDOMAIN
+from reconciler.desired.models import DNS_LABEL, DNS_SUBDOMAIN
 
 FieldPath = tuple[str | int, ...]
 

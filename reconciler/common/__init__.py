@@ -1,0 +1,1 @@
+"""Small pieces every layer shares: the exception tree, atomic writes, secrets, metrics, HTTP serving."""

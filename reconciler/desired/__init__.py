@@ -1,0 +1,1 @@
+"""The desired state: documents loaded from YAML, validated, with where each came from."""

@@ -1,0 +1,1 @@
+"""Planning: live state in, a Plan out (pure), rendered and applied by the engine."""
