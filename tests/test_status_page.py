@@ -29,7 +29,7 @@ from reconciler.desired.models import IPAddressPool, L2Advertisement, ServiceExp
 from reconciler.desired.state import DesiredState
 from reconciler.pages.links import file_url, repository_web_url, split_location
 from reconciler.pages.network import network_view
-from reconciler.pages.status_page import render_status_page
+from reconciler.pages.status_page import StatusPage, render_status_page
 from reconciler.pages.style import CONTENT_SECURITY_POLICY, STYLE_HASH
 from reconciler.planning.announcement_table import rank_candidates
 from reconciler.planning.engine import ApplyPolicy, ReconcileResult, reconcile
@@ -371,3 +371,15 @@ def test_diff_format_html(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert main(["diff", str(EXAMPLE), "--state", str(tmp_path / "state"), "--format", "html"]) == 0
     converged = Page(capsys.readouterr().out)
     assert "Nothing to change." in converged.all_text and not converged.tables
+
+
+def test_the_page_follows_each_new_reconcile(tmp_path: Path) -> None:
+    """The network part is kept between views, and replaced as soon as another reconcile is applied."""
+    board = run_controller(EXAMPLE, tmp_path)
+    page = StatusPage()
+    before = page.render(board.snapshot(), board.outcome(), now=0.0)
+    assert page.render(board.snapshot(), board.outcome(), now=0.0) == before
+    result = reconcile(hostile_repo(tmp_path, ""), LocalBackend(tmp_path / "state"), "r2", policy=ApplyPolicy())
+    board.keep_outcome(result)
+    after = page.render(board.snapshot(), board.outcome(), now=0.0)
+    assert "evil.example.dev" not in before and "evil.example.dev" in after

@@ -9,7 +9,7 @@ from reconciler.common.httpserve import HTTPService, Request, Response, Routes
 from reconciler.common.metrics import CONTENT_TYPE
 from reconciler.controller.status import ControllerMetrics, StatusBoard
 from reconciler.controller.webhook import webhook_handler
-from reconciler.pages.status_page import render_for_outcome
+from reconciler.pages.status_page import StatusPage
 from reconciler.pages.style import PAGE_HEADERS
 
 
@@ -33,8 +33,10 @@ def controller_routes(status: StatusBoard, metrics: ControllerMetrics, *, webhoo
     def status_page(_: Request) -> Response:
         return Response.json(200, status.snapshot())
 
+    page_renderer = StatusPage()
+
     def front_page(_: Request) -> Response:
-        page = render_for_outcome(status.snapshot(), status.outcome(), now=time.time())
+        page = page_renderer.render(status.snapshot(), status.outcome(), now=time.time())
         return Response(200, page.encode(), "text/html; charset=utf-8", PAGE_HEADERS)
 
     return {

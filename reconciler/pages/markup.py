@@ -41,25 +41,32 @@ def _attrs(attrs: Mapping[str, object]) -> str:
     return "".join(parts)
 
 
-def _flatten(children: Iterable[object]) -> Iterable[object]:
+def _render(children: Iterable[object], out: list[str]) -> None:
+    # The hot path of a 1,000-Service page: a plain loop, no generators.
     for child in children:
         if child is None:
             continue
-        if isinstance(child, str | int | float):
-            yield child
+        if isinstance(child, str):
+            out.append(child if isinstance(child, Markup) else html.escape(child, quote=True))
+        elif isinstance(child, Iterable):
+            _render(child, out)
         else:
-            yield from _flatten(child)  # type: ignore[arg-type]
+            out.append(html.escape(str(child), quote=True))
 
 
 def join(children: Iterable[object]) -> Markup:
     """Children concatenated, each escaped unless it is Markup; None is skipped, iterables flattened."""
-    return Markup("".join(c if isinstance(c, Markup) else html.escape(str(c), quote=True)
-                          for c in _flatten(children)))
+    out: list[str] = []
+    _render(children, out)
+    return Markup("".join(out))
 
 
 def el(tag: str, *children: object, **attrs: object) -> Markup:
     """``<tag attrs>children</tag>``; attribute names may end in ``_`` (``class_``)."""
-    return Markup(f"<{tag}{_attrs(attrs)}>{join(children)}</{tag}>")
+    out = [f"<{tag}{_attrs(attrs) if attrs else ''}>"]
+    _render(children, out)
+    out.append(f"</{tag}>")
+    return Markup("".join(out))
 
 
 def void(tag: str, **attrs: object) -> Markup:

@@ -9,6 +9,7 @@ credentials files stay in the shells that read them).
 from __future__ import annotations
 
 import datetime
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -16,7 +17,7 @@ from reconciler.desired.state import DesiredState
 from reconciler.pages.diagram import render_diagram
 from reconciler.pages.document import badge, document, fact, section
 from reconciler.pages.links import file_url, repository_web_url, split_location
-from reconciler.pages.markup import Markup, el
+from reconciler.pages.markup import Markup, el, join
 from reconciler.pages.network import FamilyUsage, NetworkView, PoolView, ServiceView, TunnelView, network_view
 from reconciler.pages.plan_html import changes_table, warnings_list
 from reconciler.planning.live import LiveState
@@ -28,19 +29,24 @@ BAR_W, BAR_H = 180, 10
 
 
 def render_status_page(status: Mapping[str, Any], view: NetworkView | None, plan: Plan | None, *,
-                       now: float, refresh_seconds: int = REFRESH_SECONDS) -> str:
-    """The whole page. ``now`` (Unix time) is passed in so the page is a pure function of its inputs."""
+                       now: float, refresh_seconds: int = REFRESH_SECONDS,
+                       network: Markup | None = None) -> str:
+    """The whole page. ``now`` (Unix time) is passed in so the page is a pure function of its inputs;
+    ``network`` is :func:`network_sections` of ``view`` and ``plan`` when the caller kept it."""
     source = str(status.get("source") or "")
-    subtitle = source or "no source"
-    body = [
-        _overview(status, view, now),
-        _errors(status, source),
-    ]
+    body = [_overview(status, view, now), _errors(status, source),
+            network if network is not None else network_sections(view, plan)]
+    return document("portside", source or "no source", el("div", body), refresh_seconds=refresh_seconds,
+                    footer=f"refreshes every {refresh_seconds}s \u00b7 read-only \u00b7 {_utc(now)}")
+
+
+def network_sections(view: NetworkView | None, plan: Plan | None) -> Markup:
+    """Everything below the controller's facts: it changes only when a reconcile is applied."""
     if view is None:
-        body.append(section("Network", el("p", "No reconcile has been applied yet; this page fills in once "
-                                               "one has.", class_="muted")))
+        body = [section("Network", el("p", "No reconcile has been applied yet; this page fills in once one has.",
+                                      class_="muted"))]
     else:
-        body += [
+        body = [
             section("Map", el("div", render_diagram(view), class_="diagram"), id_="map"),
             section("Pools", _pools(view.pools), _advertisements(view), id_="pools"),
             section(f"Services ({len(view.services)}, {view.pending} pending or in conflict)",
@@ -52,8 +58,40 @@ def render_status_page(status: Mapping[str, Any], view: NetworkView | None, plan
             body.append(section("Warnings", warnings_list(view.warnings), id_="warnings"))
     if plan is not None:
         body.append(section("Last plan", changes_table(plan, limit=PLAN_ROWS), id_="plan"))
-    return document("portside", subtitle, el("div", body), refresh_seconds=refresh_seconds,
-                    footer=f"refreshes every {refresh_seconds}s \u00b7 read-only \u00b7 {_utc(now)}")
+    return join(body)
+
+
+class StatusPage:
+    """The page for the controller's kept reconcile result (anything with ``plan``, ``desired`` and
+    ``live``, as :class:`~reconciler.planning.engine.ReconcileResult` has; None before the first).
+
+    The network part is built once per result and reused until the next one: a page view then
+    costs the controller's facts only, however often it is asked for (a stranger may ask a lot).
+    """
+
+    def __init__(self, refresh_seconds: int = REFRESH_SECONDS) -> None:
+        self.refresh_seconds = refresh_seconds
+        self._lock = threading.Lock()
+        self._kept: tuple[object, NetworkView | None, Markup] | None = None
+
+    def _network(self, outcome: object) -> tuple[NetworkView | None, Markup]:
+        with self._lock:
+            if self._kept is not None and self._kept[0] is outcome:
+                return self._kept[1], self._kept[2]
+            plan = getattr(outcome, "plan", None)
+            desired, live = getattr(outcome, "desired", None), getattr(outcome, "live", None)
+            plan = plan if isinstance(plan, Plan) else None
+            view = (network_view(desired, live, plan)
+                    if plan is not None and isinstance(desired, DesiredState) and isinstance(live, LiveState)
+                    else None)
+            network = network_sections(view, plan)
+            self._kept = (outcome, view, network)  # holding the result keeps its identity unique
+            return view, network
+
+    def render(self, status: Mapping[str, Any], outcome: object, *, now: float) -> str:
+        view, network = self._network(outcome)
+        return render_status_page(status, view, None, now=now, refresh_seconds=self.refresh_seconds,
+                                  network=network)
 
 
 # --- the controller ------------------------------------------------------------------------------
@@ -258,15 +296,3 @@ def _records(view: NetworkView) -> Markup:
             for r in view.records]
     return _table(("hostname", "zone", "CNAME to", "state"), rows)
 
-
-def render_for_outcome(status: Mapping[str, Any], outcome: object, *, now: float,
-                       refresh_seconds: int = REFRESH_SECONDS) -> str:
-    """The page for the controller's kept reconcile result (anything with ``plan``, ``desired`` and
-    ``live``, as :class:`~reconciler.planning.engine.ReconcileResult` has; None before the first)."""
-    plan = getattr(outcome, "plan", None)
-    desired, live = getattr(outcome, "desired", None), getattr(outcome, "live", None)
-    if not isinstance(plan, Plan):
-        return render_status_page(status, None, None, now=now, refresh_seconds=refresh_seconds)
-    view = network_view(desired, live, plan) if isinstance(desired, DesiredState) and isinstance(
-        live, LiveState) else None
-    return render_status_page(status, view, plan, now=now, refresh_seconds=refresh_seconds)
