@@ -1,8 +1,9 @@
 """The map as an inline SVG drawn on the server: hostnames -> tunnel -> Service IPs -> nodes.
 
 Four columns of boxes joined by curves. An IP is joined to the node that answers for it while
-that node is alive (solid) and to the standby candidates (dashed). Big clusters are cut to the
-first boxes of each column, with a "+ N more" line: the tables below list everything.
+that node is alive (solid) and, in a small picture, to the standby candidates (dashed). Big
+clusters are cut to the first boxes of each column, with a "+ N more" line: the tables below
+list everything.
 No script and no ``style`` attribute: colours come from the page's stylesheet classes, and
 every label goes through the same escaping as the rest of the page.
 """
@@ -15,6 +16,7 @@ from reconciler.pages.markup import Markup, el
 from reconciler.pages.network import NetworkView
 
 MAX_PER_COLUMN = 24
+STANDBY_EDGES_UP_TO = 8  # IPs drawn; past this, dashed lines to every standby node are only clutter
 BOX_W, BOX_H, GAP_Y, GAP_X = 230, 24, 8, 66
 TOP = 30  # room for the column titles
 CHARS = 30  # what fits in a box at 12px monospace
@@ -95,8 +97,9 @@ def render_diagram(view: NetworkView) -> Markup:
             y = TOP + len(boxes) * (BOX_H + GAP_Y) + 16
             shapes.append(el("text", f"+ {left_out[col]} more (see the tables)", x=x + 8, y=y, class_="d-more"))
     lines: list[Markup] = []
+    show_standby = len(columns[2]) <= STANDBY_EDGES_UP_TO
     for start, end, standby in edges:
-        if start not in where or end not in where:
+        if start not in where or end not in where or (standby and not show_standby):
             continue
         (x1, y1), (x2, y2) = where[start], where[end]
         x1, x2, y1, y2 = x1 + BOX_W, x2, y1 + BOX_H // 2, y2 + BOX_H // 2

@@ -33,8 +33,8 @@ h3{font-size:14px;margin:14px 0 6px;font-weight:650}
 code,.mono{font-family:ui-monospace,"DejaVu Sans Mono",Menlo,Consolas,monospace;font-size:12.5px}
 table{border-collapse:collapse;width:100%}
 th,td{text-align:left;padding:6px 8px;border-bottom:1px solid var(--line);vertical-align:top;
-overflow-wrap:anywhere}
-th{font-size:12px;color:var(--muted);font-weight:600;text-transform:uppercase;letter-spacing:.3px}
+overflow-wrap:break-word}
+th{white-space:nowrap;font-size:12px;color:var(--muted);font-weight:600;text-transform:uppercase;letter-spacing:.3px}
 tbody tr:nth-child(even){background:#fafbfd}
 tr.pending,tr.conflict{background:#fff6e5}
 tr.conflict{background:#fbeefe}
@@ -68,7 +68,7 @@ a{color:var(--accent)}
 .d-ip{fill:#edf8f1;stroke:var(--ok)}.d-node{fill:#f6f6f6;stroke:#6b7587}
 .d-text{font:12px ui-monospace,"DejaVu Sans Mono",monospace;fill:var(--ink)}
 .d-edge{fill:none;stroke:#8a96ab;stroke-width:1.2}
-.d-standby{fill:none;stroke:#c3cad6;stroke-width:1;stroke-dasharray:4 3}
+.d-standby{fill:none;stroke:#a9b3c3;stroke-width:1;stroke-dasharray:4 3}
 .d-more{font:italic 12px system-ui,sans-serif;fill:var(--muted)}
 .changes td.act{white-space:nowrap}
 .changes .field{font-family:ui-monospace,"DejaVu Sans Mono",monospace;font-size:12px;color:var(--muted)}
