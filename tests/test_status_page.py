@@ -14,6 +14,7 @@ import shutil
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -33,7 +34,15 @@ from reconciler.pages.status_page import StatusPage, render_status_page
 from reconciler.pages.style import CONTENT_SECURITY_POLICY, STYLE_HASH
 from reconciler.planning.announcement_table import rank_candidates
 from reconciler.planning.engine import ApplyPolicy, ReconcileResult, reconcile
-from reconciler.planning.live import METALLB_LOADBALANCER_IPS, LiveNode, LiveService, LiveState, ServicePort
+from reconciler.planning.live import (
+    METALLB_LOADBALANCER_IPS,
+    DNSRecord,
+    LiveNode,
+    LiveService,
+    LiveState,
+    LiveZone,
+    ServicePort,
+)
 from reconciler.planning.planner import make_plan
 from reconciler.source import Checkout
 from reconciler.source.directory import DirectorySource
@@ -73,7 +82,7 @@ class Page(HTMLParser):
 
     def handle_endtag(self, tag: str) -> None:
         if tag in ("td", "th") and self._cell is not None and self.tables:
-            self.tables[-1][-1].append(" ".join("".join(self._cell).split()))
+            self.tables[-1][-1].append(" ".join(" ".join(self._cell).split()))
             self._cell = None
         elif tag == "style":
             self._in_style = False
@@ -383,3 +392,21 @@ def test_the_page_follows_each_new_reconcile(tmp_path: Path) -> None:
     board.keep_outcome(result)
     after = page.render(board.snapshot(), board.outcome(), now=0.0)
     assert "evil.example.dev" not in before and "evil.example.dev" in after
+
+
+def test_dns_records_owned_and_in_conflict() -> None:
+    desired = desired_for(3)
+    foreign = DNSRecord(zone="example.dev", name="app-0000.example.dev", type="A", content="203.0.113.9",
+                        proxied=False, comment=f"hand-made {SCRIPT}", record_id="r1")
+    live = replace(live_for(desired), zones={"example.dev": LiveZone("example.dev", "z1", (foreign,))})
+    plan = make_plan(desired, live)
+    page = Page(render_status_page({"errors": []}, network_view(desired, live, plan), plan, now=0.0))
+    page.assert_inert()
+    rows = page.table("hostname", "zone", "CNAME to", "state")
+    target = "6ff42ae2-765d-4adf-8112-31c55c1551ef.cfargotunnel.com"
+    assert [row[1:] for row in rows] == [["example.dev", "203.0.113.9", "conflict"],
+                                         ["example.dev", target, "owned"], ["example.dev", target, "owned"]]
+    assert rows[0][0].startswith("app-0000.example.dev a A record not managed by portside exists")
+    # Highlighted: the record's row, and the same conflict in the last plan's table.
+    assert [attrs.get("class") for tag, attrs in page.tags if tag == "tr" and attrs.get("class")] == \
+        ["conflict", "conflict"]
