@@ -410,3 +410,19 @@ def test_dns_records_owned_and_in_conflict() -> None:
     # Highlighted: the record's row, and the same conflict in the last plan's table.
     assert [attrs.get("class") for tag, attrs in page.tags if tag == "tr" and attrs.get("class")] == \
         ["conflict", "conflict"]
+
+
+def test_a_remote_tunnel_not_read_shows_its_declared_routes() -> None:
+    desired = desired_for(2)
+    remote = Tunnel.model_validate({"apiVersion": "portside.io/v1alpha1", "kind": "Tunnel",
+                                    "metadata": {"name": "home"},
+                                    "spec": {"mode": "remote", "accountId": "acc", "tunnelName": "home"}})
+    desired = replace(desired, tunnels=(remote,))
+    live = live_for(desired)  # no Cloudflare token: no tunnel read
+    plan = make_plan(desired, live)
+    page = Page(render_status_page({"errors": []}, network_view(desired, live, plan), plan, now=0.0))
+    page.assert_inert()
+    assert "not read (no Cloudflare API token)" in page.all_text
+    assert page.table("#", "hostname", "target", "Service") == [
+        ["1", "app-0000.example.dev", "Service ns-0/svc-0000:80", "ns-0/svc-0000"],
+        ["2", "app-0001.example.dev", "Service ns-1/svc-0001:80", "ns-1/svc-0001"]]
