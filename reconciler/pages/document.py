@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from reconciler.pages.markup import Markup, el, esc, void
+from reconciler.pages.markup import Markup, el, void
 from reconciler.pages.style import STYLESHEET
 
 
@@ -40,5 +40,3 @@ def fact(key: str, value: object, title: str | None = None) -> Markup:
 def section(heading: str, *content: object, id_: str | None = None) -> Markup:
     return el("section", el("h2", heading), *content, id=id_)
 
-
-__all__ = ["badge", "document", "esc", "fact", "section"]
