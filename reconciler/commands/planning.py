@@ -16,11 +16,13 @@ from reconciler.planning.plan import Plan
 from reconciler.planning.render import FORMATS, render
 
 
-def add_plan_arguments(parser: argparse.ArgumentParser, *, snapshot: bool) -> None:
+def add_plan_arguments(parser: argparse.ArgumentParser, *, snapshot: bool,
+                       formats: tuple[str, ...] = FORMATS, format_help: str = "") -> None:
     parser.add_argument("path", nargs="?", type=Path, default=Path("."), metavar="PATH",
                         help="the repo (or directory) of desired-state YAML (default: .)")
-    parser.add_argument("--format", choices=FORMATS, default="text",
-                        help="text (terraform-like), json (stable, for tools), markdown (for a PR comment)")
+    parser.add_argument("--format", choices=formats, default="text",
+                        help="text (terraform-like), json (stable, for tools), markdown (for a PR comment)"
+                        + format_help)
     parser.add_argument("--revision", default=None,
                         help="the git commit the YAML came from, recorded in the plan and the "
                         "announcement table (default: HEAD of PATH's repo, if it is one)")

@@ -292,6 +292,7 @@ class Controller:
             self._clear_retry()
         self.status.update(lastAppliedRevision=checkout.revision, lastPlanSummary=dict(outcome.summary),
                            errors=self._standing + apply_errors, lastReconcileTime=time.time())
+        self.status.keep_outcome(outcome)
         if outcome.changes_applied:
             log.info("applied %d change(s) from revision %s", outcome.changes_applied, checkout.revision)
 

@@ -1,13 +1,16 @@
-"""The controller's HTTP endpoints: health, readiness, metrics, status and the git webhook."""
+"""The controller's HTTP endpoints: the status page, health, readiness, metrics, status and the git webhook."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from reconciler.common.httpserve import HTTPService, Request, Response, Routes
 from reconciler.common.metrics import CONTENT_TYPE
 from reconciler.controller.status import ControllerMetrics, StatusBoard
 from reconciler.controller.webhook import webhook_handler
+from reconciler.pages.status_page import StatusPage
+from reconciler.pages.style import PAGE_HEADERS
 
 
 def controller_routes(status: StatusBoard, metrics: ControllerMetrics, *, webhook_secret: bytes | None,
@@ -30,7 +33,14 @@ def controller_routes(status: StatusBoard, metrics: ControllerMetrics, *, webhoo
     def status_page(_: Request) -> Response:
         return Response.json(200, status.snapshot())
 
+    page_renderer = StatusPage()
+
+    def front_page(_: Request) -> Response:
+        page = page_renderer.render(status.snapshot(), status.outcome(), now=time.time())
+        return Response(200, page.encode(), "text/html; charset=utf-8", PAGE_HEADERS)
+
     return {
+        ("GET", "/"): front_page,
         ("GET", "/healthz"): healthz,
         ("GET", "/readyz"): readyz,
         ("GET", "/metrics"): metrics_page,

@@ -26,6 +26,18 @@ class StatusBoard:
             "errors": [],
             "startTime": time.time(),
         }
+        self._outcome: object | None = None
+
+    def keep_outcome(self, outcome: object) -> None:
+        """Keep the last applied reconcile's result (its plan, desired and live state) for the
+        status page, which renders from it: a page view reads nothing from the world."""
+        with self._lock:
+            self._outcome = outcome
+
+    def outcome(self) -> object | None:
+        """The result :meth:`keep_outcome` kept (immutable values, safe to read without a copy)."""
+        with self._lock:
+            return self._outcome
 
     def update(self, **fields: Any) -> None:
         with self._lock:

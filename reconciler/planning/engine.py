@@ -38,6 +38,9 @@ class ReconcileResult:
     plan: Plan
     changes_applied: int = 0
     errors: list[str] = field(default_factory=list)
+    # What the plan was made from, kept for the status page (no second read per page view).
+    desired: DesiredState | None = None
+    live: LiveState | None = None
 
     @property
     def summary(self) -> dict[str, int]:
@@ -85,10 +88,10 @@ def reconcile(root: Path, backend: Backend, revision: str | None, *, policy: App
     """Make the live world match the repo at ``root``; returns what was planned and done."""
     desired = load_desired_state(root, revision)
     for attempt in range(1, CONFLICT_RETRIES + 1):
-        _, plan = plan_against(desired, backend, policy)
+        live, plan = plan_against(desired, backend, policy)
         check_safety(plan, policy)
         if policy.dry_run or not plan.actionable:
-            return ReconcileResult(revision, plan)
+            return ReconcileResult(revision, plan, desired=desired, live=live)
         try:
             report = backend.apply(plan)
         except ConflictError as exc:
@@ -96,5 +99,5 @@ def reconcile(root: Path, backend: Backend, revision: str | None, *, policy: App
                 raise
             log.info("conflict while applying (%s); re-reading and re-planning", exc)
             continue
-        return ReconcileResult(revision, plan, report.applied, report.errors)
+        return ReconcileResult(revision, plan, report.applied, report.errors, desired=desired, live=live)
     raise AssertionError("unreachable")  # the loop returns or raises
