@@ -45,6 +45,7 @@ TUNNEL_READ = "Account:Cloudflare Tunnel:Read"
 TUNNEL_EDIT = "Account:Cloudflare Tunnel:Edit"
 
 ZONES_PER_PAGE = 50  # the API's maximum for /zones
+TUNNELS_PER_PAGE = 100
 RECORDS_PER_PAGE = 5000
 # Changes per batch call: the batch endpoint's limit on the Free plan (paid plans allow more).
 MAX_BATCH = 200
@@ -141,6 +142,32 @@ class CloudflareProvider:
             origin_request=dict(rule_from_json({"originRequest": top}).origin_request)
             if isinstance(top, dict) else {},
         )
+
+    def read_account_tunnels(self, account_id: str) -> list[tuple[str, LiveTunnel]]:
+        """Every active tunnel of an account as (its name at Cloudflare, what it holds).
+
+        A tunnel configured by its local cloudflared config (not through the API) has no
+        configuration here: its ``ingress`` is None.
+        """
+        self._budget_left = self._retry_budget
+        api = self._client.zero_trust.tunnels.cloudflared.with_raw_response
+        listed = self._paged(f"list tunnels of account {account_id}", TUNNEL_READ, TUNNELS_PER_PAGE,
+                             lambda page: api.list(account_id=account_id, is_deleted=False, page=page,
+                                                   per_page=TUNNELS_PER_PAGE))
+        out: list[tuple[str, LiveTunnel]] = []
+        for item in sorted(listed, key=lambda t: (str(t.get("name")), str(t.get("id")))):
+            if item.get("deleted_at"):
+                continue
+            name = str(item.get("name"))
+            document = Tunnel.model_validate({
+                "apiVersion": "portside.io/v1alpha1", "kind": "Tunnel", "metadata": {"name": "imported"},
+                "spec": {"mode": "remote", "accountId": account_id, "tunnelId": str(item["id"])}})
+            out.append((name, self._read_tunnel(document)))
+        return out
+
+    def read_all_zones(self) -> dict[str, LiveZone]:
+        """Every zone the token can read, with all its records."""
+        return self._read_zones(DesiredState())
 
     def _read_zones(self, desired: DesiredState) -> dict[str, LiveZone]:
         """Every zone the DNS-managing tunnels may use, with all its records.
