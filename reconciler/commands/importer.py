@@ -132,9 +132,17 @@ def _plan(root: Path, backend: Backend, owner_id: str) -> Plan:
 
 def _plan_summary(plan: Plan) -> str:
     """The plan against the imported repo, by kind: for a faithful import, no Service moves."""
-    moved: Counter[str] = Counter(c.target.kind for c in plan.changes if c.action != "no-op")
-    service_changes = moved.pop("Service", 0)
-    parts = [f"{service_changes} Service change(s)"]
-    parts.extend(f"{n} {kind} change(s)" for kind, n in sorted(moved.items()))
-    verdict = "nothing moves" if not service_changes else "review these before switching"
+    kinds: Counter[str] = Counter(c.target.kind for c in plan.changes
+                                  if c.action != "no-op" and c.target.kind != "Service")
+    # A Service that holds an IP and would be changed is churn; a pending one getting an IP is not.
+    moved = sum(1 for c in plan.changes if c.target.kind == "Service" and c.action in ("update", "delete"))
+    assigned = sum(1 for c in plan.changes if c.target.kind == "Service" and c.action == "create")
+    pending = sum(1 for c in plan.changes if c.target.kind == "Service" and c.action == "conflict")
+    parts = [f"{moved} Service change(s)"]
+    if assigned:
+        parts.append(f"{assigned} pending Service(s) get an IP")
+    if pending:
+        parts.append(f"{pending} Service(s) stay pending")
+    parts.extend(f"{n} {kind} change(s)" for kind, n in sorted(kinds.items()))
+    verdict = "no IP moves" if not moved else "review these before switching"
     return f"Plan against the imported repo: {', '.join(parts)} ({verdict}; `portside diff` shows them)."

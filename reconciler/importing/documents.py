@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 from pydantic import ValidationError
 from ruamel.yaml import YAML
 
-from reconciler.allocator import allocate, service_requests
+from reconciler.allocator import Allocation, allocate, service_requests
 from reconciler.desired.ipranges import RangeSyntaxError, canonical_ip
 from reconciler.desired.models import (
     METALLB_API,
@@ -167,18 +167,18 @@ def _exposures(pools: Sequence[IPAddressPool], live: LiveState, world: ImportedW
     fresh = [replace(s, ingress=()) for s in ours]
     pinned: dict[str, ServiceExposure] = {}
     would_get: dict[str, tuple[str, ...]] = {}
-    while True:  # each round pins at least one more Service, so this ends
+    # Automatic allocation goes in key order and pinned Services claim their IPs before it, so
+    # pinning the first Service that would move leaves everyone before it as it was: one pin per
+    # round, in key order, pins no more than needed (a pin can make a later Service fit again).
+    while True:
         requests, _ = service_requests(fresh, list(pinned.values()))
         allocations = {a.key: a for a in allocate(pools, requests, live.namespace_labels)}
-        missing = {
-            key for key, svc in holders.items()
-            if key not in pinned and set(allocations[key].ips if key in allocations else ()) != _ips(svc)
-        }
-        if not missing:
+        first = next((key for key, svc in sorted(holders.items())
+                      if key not in pinned and set(_got(allocations, key)) != _ips(svc)), None)
+        if first is None:
             break
-        for key in missing:
-            would_get[key] = allocations[key].ips if key in allocations else ()
-            pinned[key] = _pin(holders[key])
+        would_get[first] = _got(allocations, first)
+        pinned[first] = _pin(holders[first])
     for key in pinned:
         got = allocations.get(key)
         if got is None or set(got.ips) != _ips(holders[key]):
@@ -199,6 +199,10 @@ def _exposures(pools: Sequence[IPAddressPool], live: LiveState, world: ImportedW
         }))
     _unique_names(out, world)
     return out
+
+
+def _got(allocations: Mapping[str, Allocation], key: str) -> tuple[str, ...]:
+    return allocations[key].ips if key in allocations else ()
 
 
 def _ips(svc: LiveService) -> set[str]:

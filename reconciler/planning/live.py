@@ -16,6 +16,7 @@ ANNOTATION_POOL = "portside.io/pool"  # written: the pool the IPs came from
 METALLB_ADDRESS_POOL = "metallb.io/address-pool"
 METALLB_LOADBALANCER_IPS = "metallb.io/loadBalancerIPs"
 METALLB_ALLOW_SHARED_IP = "metallb.io/allow-shared-ip"
+METALLB_ALLOCATED_FROM_POOL = "metallb.io/ip-allocated-from-pool"  # written by MetalLB's controller
 LOADBALANCER_CLASS = "portside.io/loadbalancer"
 EXCLUDE_FROM_LB_LABEL = "node.kubernetes.io/exclude-from-external-load-balancers"
 
@@ -49,6 +50,12 @@ class LiveService:
     @cached_property  # asked for ~10 times per Service per plan
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+    @property
+    def recorded_pool(self) -> str | None:
+        """The pool the Service's IPs came from, as recorded on it: portside's annotation, else
+        MetalLB's (so a Service MetalLB allocated needs no write to be portside's)."""
+        return self.annotations.get(ANNOTATION_POOL) or self.annotations.get(METALLB_ALLOCATED_FROM_POOL)
 
 
 @dataclass(frozen=True)

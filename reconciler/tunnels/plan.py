@@ -17,7 +17,13 @@ from reconciler.desired.state import DesiredState
 from reconciler.planning.live import IngressRule, LiveTunnel, LiveZone
 from reconciler.planning.plan import JSON, Change, Target
 from reconciler.tunnels.dns import OWNER_MARKER, WantedRecord, plan_dns, tunnel_target
-from reconciler.tunnels.rules import fold_defaults, origin_request_api, origin_request_yaml, tunnel_rules
+from reconciler.tunnels.rules import (
+    fold_defaults,
+    origin_request_api,
+    origin_request_yaml,
+    same_routing,
+    tunnel_rules,
+)
 
 __all__ = ["OWNER_MARKER", "TunnelPlan", "local_config", "local_config_path", "plan_tunnels"]
 
@@ -148,8 +154,8 @@ def _plan_remote(
         return live.tunnel_id, True
     current = fold_defaults(live.ingress, live.origin_request)
     before = [r.as_dict() for r in current]
-    if current == rules:
-        plan.changes.append(Change(target, "no-op", before=before, after=after, reason="up to date",
+    if same_routing(current, rules):
+        plan.changes.append(Change(target, "no-op", before=before, after=before, reason="up to date",
                                    detail=detail))
     else:
         plan.changes.append(Change(target, "update", before=before, after=after,
