@@ -267,6 +267,7 @@ class KubeBackend:
             announcements=self._read_announcements(),
             tunnels=tunnels,
             zones=zones,
+            public_addresses=self.tunnels.addresses(desired),
         )
 
     def read_metallb(self) -> LiveMetalLB:

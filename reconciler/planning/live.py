@@ -107,6 +107,7 @@ class DNSRecord:
     proxied: bool
     comment: str = ""
     record_id: str | None = None
+    ttl: int = 1  # seconds; 1 is Cloudflare's "automatic"
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,15 @@ class LiveZone:
     zone_id: str | None
     records: tuple[DNSRecord, ...] = ()
     error: str | None = None
+
+
+@dataclass(frozen=True)
+class PublicAddress:
+    """The network's public address of one family, as its sources gave it: ``ip`` is None when
+    they failed or disagreed, and ``problems`` says which source and why (shown in the plan)."""
+
+    ip: str | None
+    problems: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -130,6 +140,8 @@ class LiveState:
     announcements: str | None = None  # the published announcement table (encoded), if any
     tunnels: dict[str, LiveTunnel] = field(default_factory=dict)
     zones: dict[str, LiveZone] = field(default_factory=dict)
+    # "<DynamicDNS name>/ipv4" (or ipv6) -> what its sources say; absent: not looked up
+    public_addresses: dict[str, PublicAddress] = field(default_factory=dict)
 
     @cached_property
     def _services_by_key(self) -> dict[str, LiveService]:

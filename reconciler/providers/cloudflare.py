@@ -34,7 +34,7 @@ from reconciler.desired.models import Tunnel
 from reconciler.desired.state import DesiredState
 from reconciler.planning.live import DNSRecord, LiveTunnel, LiveZone
 from reconciler.planning.plan import JSON, Change
-from reconciler.tunnels.dns import PENDING_TUNNEL_ID, tunnel_target
+from reconciler.tunnels.dns import PENDING_TUNNEL_ID, record_name, tunnel_target
 from reconciler.tunnels.rules import rule_from_json
 
 # Token permissions, as the dashboard names them (what the user has to grant).
@@ -180,8 +180,10 @@ class CloudflareProvider:
         managing = [t for t in desired.tunnels if t.spec.dns.manage
                     and (t.spec.mode == "remote" or t.spec.tunnelId)]
         scope = None
-        if managing and all(t.spec.dns.zones for t in managing):
+        dynamic = desired.dynamic_dns
+        if managing and all(t.spec.dns.zones for t in managing) and all(d.spec.zone for d in dynamic):
             scope = {z.lower() for t in managing for z in t.spec.dns.zones}
+            scope.update(str(d.spec.zone).lower() for d in dynamic)
         try:
             listed = self._paged("list zones", ZONE_READ, ZONES_PER_PAGE,
                                  lambda page: self._client.zones.with_raw_response.list(
@@ -204,7 +206,8 @@ class CloudflareProvider:
             zones[zone_name] = LiveZone(name=zone_name, zone_id=zone_id, records=tuple(
                 DNSRecord(zone=zone_name, name=str(r["name"]).lower(), type=str(r["type"]),
                           content=str(r.get("content") or ""), proxied=bool(r.get("proxied")),
-                          comment=str(r.get("comment") or ""), record_id=str(r["id"]))
+                          comment=str(r.get("comment") or ""), record_id=str(r["id"]),
+                          ttl=int(r.get("ttl") or 1))
                 for r in records))
         return zones
 
@@ -378,8 +381,8 @@ def _batch_body(changes: list[Change], created: dict[str, str]) -> dict[str, lis
         after: dict[str, JSON] = dict(change.after)
         if PENDING_TUNNEL_ID in str(after["content"]):
             after["content"] = tunnel_target(created[str(change.detail["tunnel"])])
-        fields = {"name": change.target.id, "type": after["type"], "content": after["content"],
-                  "proxied": after["proxied"], "comment": after["comment"], "ttl": 1}
+        fields = {"name": record_name(change.target), "type": after["type"], "content": after["content"],
+                  "proxied": after["proxied"], "comment": after["comment"], "ttl": after.get("ttl", 1)}
         if change.action == "create":
             body["posts"].append(fields)
         else:
