@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "speaker": ("reconciler.speaker.cli", "answer ARP/NDP for the IPs this node is elected for"),
     "schema": ("reconciler.commands.schema", "write the JSON Schema of every document kind"),
     "snapshot": ("reconciler.commands.snapshot", "save the live state to a file for offline diffs"),
+    "import": ("reconciler.commands.importer", "write the live world (MetalLB, Services' IPs, tunnels) as a repo"),
 }
 
 EPILOG = """\

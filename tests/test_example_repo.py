@@ -35,7 +35,7 @@ spec:
 
 def test_portside_validate_example_repo_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", str(EXAMPLE)]) == 0
-    assert capsys.readouterr().out.strip().endswith("5 document(s) in 4 file(s), valid")
+    assert capsys.readouterr().out.strip().endswith("5 document(s) in 5 file(s), valid")
 
 
 def test_metallb_manifests_are_exactly_the_guides() -> None:

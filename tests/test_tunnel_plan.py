@@ -95,11 +95,21 @@ def test_remote_live_rule_not_in_git_shows_as_removed() -> None:
 
 
 def test_remote_wrong_order_is_an_update() -> None:
-    b = IngressRule(service="http://b.lan:80", hostname="b.example.dev")
-    plan = plan_tunnels(desired([tunnel()], [route("a", "a.example.dev"), route("b", "b.example.dev")]),
-                        {"home": live_tunnel([b, A_RULE, CATCH_ALL])}, {}, {}, OWNER)
+    wildcard = IngressRule(service="http://b.lan:80", hostname="*.example.dev")
+    plan = plan_tunnels(desired([tunnel()], [route("a", "a.example.dev"), route("b", "*.example.dev",
+                                                                                url="http://b.lan:80")]),
+                        {"home": live_tunnel([wildcard, A_RULE, CATCH_ALL])}, {}, {}, OWNER)
     [change] = by_kind(plan, "TunnelConfiguration")
     assert (change.action, change.reason) == ("update", "reorder rules for first-match order")
+
+
+def test_remote_order_of_rules_no_request_can_both_match_is_left_alone() -> None:
+    b = IngressRule(service="http://b.lan:80", hostname="b.example.dev")
+    plan = plan_tunnels(desired([tunnel()], [route("a", "a.example.dev"), route("b", "b.example.dev",
+                                                                                url="http://b.lan:80")]),
+                        {"home": live_tunnel([b, A_RULE, CATCH_ALL])}, {}, {}, OWNER)
+    [change] = by_kind(plan, "TunnelConfiguration")
+    assert change.action == "no-op"
 
 
 def test_remote_top_level_origin_request_is_folded_before_comparing() -> None:

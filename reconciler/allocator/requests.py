@@ -15,7 +15,6 @@ from reconciler.allocator.values import Allocation, ServiceRequest
 from reconciler.desired.ipranges import RangeSyntaxError, parse_ip
 from reconciler.desired.models import ServiceExposure
 from reconciler.planning.live import (
-    ANNOTATION_POOL,
     LOADBALANCER_CLASS,
     METALLB_ADDRESS_POOL,
     METALLB_ALLOW_SHARED_IP,
@@ -29,7 +28,6 @@ _DEPRECATED = {
     METALLB_LOADBALANCER_IPS: "metallb.universe.tf/loadBalancerIPs",
     METALLB_ALLOW_SHARED_IP: "metallb.universe.tf/allow-shared-ip",
 }
-METALLB_ALLOCATED_FROM_POOL = "metallb.io/ip-allocated-from-pool"
 
 
 def service_requests(services: Sequence[LiveService], exposures: Sequence[ServiceExposure],
@@ -72,8 +70,7 @@ def service_requests(services: Sequence[LiveService], exposures: Sequence[Servic
             selector=svc.selector,
             ip_family_policy=svc.ip_family_policy,
             ip_families=tuple(svc.ip_families),
-            current_pool=(svc.annotations.get(ANNOTATION_POOL)
-                          or svc.annotations.get(METALLB_ALLOCATED_FROM_POOL)),
+            current_pool=svc.recorded_pool,
             invalid=invalid,
         ))
     return requests, rejected

@@ -25,6 +25,8 @@ from reconciler.backends.base import ApplyReport
 from reconciler.backends.tunnels import TunnelSide
 from reconciler.common.errors import ConflictError, ProviderError, StateError
 from reconciler.desired.state import DesiredState
+from reconciler.importing import LiveMetalLB
+from reconciler.importing.documents import UNSUPPORTED_METALLB_KINDS
 from reconciler.planning.announcement_table import (
     CONFIGMAP_NAME,
     decode_table,
@@ -52,6 +54,16 @@ MERGE_PATCH = "application/merge-patch+json"
 PAGE = 500
 COMPONENT = "portside"
 RETRYABLE = {429, 500, 502, 503, 504}
+METALLB_GROUP = "metallb.io"
+# MetalLB's kinds -> (version, plural). BGPPeer moved to v1beta2; the others are v1beta1.
+METALLB_KINDS = {
+    "IPAddressPool": ("v1beta1", "ipaddresspools"),
+    "L2Advertisement": ("v1beta1", "l2advertisements"),
+    "BGPPeer": ("v1beta2", "bgppeers"),
+    "BGPAdvertisement": ("v1beta1", "bgpadvertisements"),
+    "Community": ("v1beta1", "communities"),
+    "BFDProfile": ("v1beta1", "bfdprofiles"),
+}
 
 
 def api_error(exc: ApiException, doing: str) -> ProviderError:
@@ -255,7 +267,27 @@ class KubeBackend:
             announcements=self._read_announcements(),
             tunnels=tunnels,
             zones=zones,
+            public_addresses=self.tunnels.addresses(desired),
         )
+
+    def read_metallb(self) -> LiveMetalLB:
+        """MetalLB's live objects (all namespaces); a kind whose CRD is not installed is none."""
+        with self._reachable():
+            custom: Any = client.CustomObjectsApi(self.api)
+            found: dict[str, list[dict[str, Any]]] = {}
+            for kind, (version, plural) in METALLB_KINDS.items():
+                try:
+                    found[kind] = list(self._list(custom.list_cluster_custom_object, f"listing MetalLB {kind}s",
+                                                  group=METALLB_GROUP, version=version, plural=plural))
+                except ProviderError as exc:
+                    if exc.status != 404:  # 404: MetalLB (or that CRD) is not installed
+                        raise
+                    found[kind] = []
+        unsupported = tuple(
+            f"{kind} {meta.get('namespace')}/{meta.get('name')}"
+            for kind in UNSUPPORTED_METALLB_KINDS for meta in (o.get("metadata") or {} for o in found[kind]))
+        return LiveMetalLB(pools=tuple(found["IPAddressPool"]), advertisements=tuple(found["L2Advertisement"]),
+                           unsupported=unsupported)
 
     def _read_announcements(self) -> str | None:
         try:

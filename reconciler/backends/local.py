@@ -76,6 +76,7 @@ class LocalBackend:
             announcements=announcements,
             tunnels=tunnels,
             zones=zones,
+            public_addresses=self.tunnels.addresses(desired),
         )
 
     # --- writing ---------------------------------------------------------------------------

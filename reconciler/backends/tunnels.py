@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from reconciler.backends.base import ApplyReport
 from reconciler.desired.state import DesiredState
-from reconciler.planning.live import LiveTunnel, LiveZone
+from reconciler.planning.live import LiveTunnel, LiveZone, PublicAddress
 from reconciler.planning.plan import Change, Plan
 from reconciler.tunnels.local import ConfigStore, delete_local_tunnel, read_local_tunnels, write_local_tunnel
 from reconciler.tunnels.plan import local_config_path
@@ -33,6 +33,17 @@ class TunnelSide:
             remote, zones = self.cloudflare.read(desired)
             tunnels.update(remote)
         return tunnels, zones
+
+    def addresses(self, desired: DesiredState) -> dict[str, PublicAddress]:
+        """The public addresses the DynamicDNS documents follow, asked of their sources now.
+
+        Not asked without a Cloudflare token: the records could not be read or written anyway.
+        """
+        if not desired.dynamic_dns or self.cloudflare is None:
+            return {}
+        from reconciler.ddns.lookup import lookup_addresses
+
+        return lookup_addresses(desired.dynamic_dns)
 
     def apply(self, plan: Plan) -> ApplyReport:
         report = ApplyReport()

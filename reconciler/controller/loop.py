@@ -34,12 +34,14 @@ class Trigger(enum.Enum):
     RESYNC = "resync"  # the periodic full reconcile that repairs drift
     RETRY = "retry"  # after a temporary error, when the backoff expires
     LEADER = "leader"  # this replica just became the leader
+    ADDRESS = "address"  # time to look the public address up again (DynamicDNS)
 
 
 FETCHING = frozenset({Trigger.STARTUP, Trigger.POLL, Trigger.WEBHOOK, Trigger.SOURCE, Trigger.RESYNC,
                       Trigger.RETRY, Trigger.LEADER})
 # Reconcile even when the revision is the one already applied: the live world may have moved.
-FORCING = frozenset({Trigger.STARTUP, Trigger.WATCH, Trigger.RESYNC, Trigger.RETRY, Trigger.LEADER})
+FORCING = frozenset({Trigger.STARTUP, Trigger.WATCH, Trigger.RESYNC, Trigger.RETRY, Trigger.LEADER,
+                     Trigger.ADDRESS})
 # A human or a new commit asked: do not make them wait out a backoff.
 URGENT = frozenset({Trigger.STARTUP, Trigger.WEBHOOK, Trigger.SOURCE, Trigger.LEADER})
 
@@ -134,6 +136,7 @@ class Controller:
         now = clock()
         self._next_poll = now + timing.interval
         self._next_resync = now + timing.resync
+        self._next_address: float | None = None  # set by a reconcile whose repo has DynamicDNS
         self.reconciles = 0  # completed reconcile attempts, for tests and benchmarks
         self.first_step = threading.Event()  # set once the first batch of triggers was handled
 
@@ -173,13 +176,15 @@ class Controller:
                 if self._retry_at is not None and now >= self._retry_at:
                     self._pending.add(Trigger.RETRY)
                     self._retry_at = None
+                if self._next_address is not None and now >= self._next_address:
+                    self._pending.add(Trigger.ADDRESS)
+                    self._next_address = None
                 ready = self._ready(now)
                 if ready:
                     self._pending -= ready
                     return ready
                 deadlines = [self._next_poll, self._next_resync]
-                if self._retry_at is not None:
-                    deadlines.append(self._retry_at)
+                deadlines += [t for t in (self._retry_at, self._next_address) if t is not None]
                 self._cond.wait(timeout=max(0.0, min(deadlines) - now))
         return frozenset()
 
@@ -278,6 +283,9 @@ class Controller:
         self.reconciles += 1
         self._finish(started, "success")
         self._last_good = checkout
+        recheck = getattr(outcome, "recheck_after", None)
+        with self._cond:  # every reconcile looks the address up, so the next look is from now
+            self._next_address = None if recheck is None else self.clock() + recheck
         if self._head is not None and checkout.revision == self._head.revision and not self._sync_failed:
             self._broken = None
             self._standing = []

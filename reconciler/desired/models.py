@@ -258,7 +258,74 @@ class TunnelRoute(Strict):
     spec: TunnelRouteSpec
 
 
-Document = IPAddressPool | L2Advertisement | ServiceExposure | Tunnel | TunnelRoute
+# --- DynamicDNS ----------------------------------------------------------------------------
+
+
+class AddressSource(Strict):
+    """Where the network's public address is learnt: an HTTP endpoint or a local interface."""
+
+    url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$")] | None = None
+    # text: the body is the address; json: an object with the address under `field` (default
+    # "ip"); trace: Cloudflare's /cdn-cgi/trace (`ip=` line); auto: whichever of these fits.
+    format: Literal["auto", "text", "json", "trace"] = "auto"
+    field: NonEmpty | None = None
+    interface: NonEmpty | None = None
+    timeout: Duration = "5s"
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> AddressSource:
+        if (self.url is None) == (self.interface is None):
+            raise ValueError("give exactly one of url (an endpoint that answers with your address) or "
+                             "interface (a local interface whose address to use)")
+        if self.interface is not None and (self.format != "auto" or self.field is not None):
+            raise ValueError("format and field apply to url sources only")
+        if self.field is not None and self.format not in ("auto", "json"):
+            raise ValueError("field applies to json answers only")
+        seconds = duration_seconds(self.timeout)
+        if not 0 < seconds <= 60:
+            raise ValueError("timeout must be more than 0s and at most 60s")
+        return self
+
+
+class AddressFamily(Strict):
+    """How one family's address (IPv4 or IPv6) is found, and when sources count as agreeing."""
+
+    sources: list[AddressSource] = Field(min_length=1, max_length=8)
+    # first: the first source (in order) with a usable answer; majority: more than half of the
+    # sources that answered agree; all: every source answers, all the same.
+    agreement: Literal["first", "majority", "all"] = "first"
+
+
+class DynamicDNSSpec(Strict):
+    hostnames: list[NonEmpty] = Field(min_length=1)
+    zone: NonEmpty | None = None  # default: the longest Cloudflare zone that holds each hostname
+    proxied: bool = False
+    ttl: int = Field(default=300, description="seconds (60-86400), or 1 for Cloudflare's automatic")
+    ipv4: AddressFamily | None = None
+    ipv6: AddressFamily | None = None
+    interval: Duration = "5m"  # how often `portside run` looks the address up again
+
+    @model_validator(mode="after")
+    def _sane(self) -> DynamicDNSSpec:
+        if self.ipv4 is None and self.ipv6 is None:
+            raise ValueError("declare ipv4, ipv6 or both: which addresses the records follow")
+        if self.ttl != 1 and not 60 <= self.ttl <= 86400:
+            raise ValueError("ttl must be 1 (automatic) or 60 to 86400 seconds")
+        if self.proxied and self.ttl != 1:
+            raise ValueError("a proxied record's TTL is Cloudflare's (automatic): set ttl: 1 or leave proxied off")
+        if not 30 <= duration_seconds(self.interval) <= 86400:
+            raise ValueError("interval must be between 30s and 24h")
+        return self
+
+
+class DynamicDNS(Strict):
+    apiVersion: Literal["portside.io/v1alpha1"]
+    kind: Literal["DynamicDNS"]
+    metadata: Metadata
+    spec: DynamicDNSSpec
+
+
+Document = IPAddressPool | L2Advertisement | ServiceExposure | Tunnel | TunnelRoute | DynamicDNS
 
 # (apiVersion, kind) -> model; the loader dispatches on this table and nothing else.
 KINDS: dict[tuple[str, str], type[Document]] = {
@@ -269,6 +336,7 @@ KINDS: dict[tuple[str, str], type[Document]] = {
     (PORTSIDE_API, "ServiceExposure"): ServiceExposure,
     (PORTSIDE_API, "Tunnel"): Tunnel,
     (PORTSIDE_API, "TunnelRoute"): TunnelRoute,
+    (PORTSIDE_API, "DynamicDNS"): DynamicDNS,
 }
 
 KIND_MODELS: dict[str, type[Document]] = {kind: model for (_, kind), model in KINDS.items()}

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from reconciler.desired.models import IPAddressPool, L2Advertisement, ServiceExposure, Tunnel, TunnelRoute
+from reconciler.desired.models import (
+    DynamicDNS,
+    IPAddressPool,
+    L2Advertisement,
+    ServiceExposure,
+    Tunnel,
+    TunnelRoute,
+)
 
 
 @dataclass(frozen=True, order=True)
@@ -33,6 +40,7 @@ class DesiredState:
     exposures: tuple[ServiceExposure, ...] = ()
     tunnels: tuple[Tunnel, ...] = ()
     routes: tuple[TunnelRoute, ...] = ()
+    dynamic_dns: tuple[DynamicDNS, ...] = ()
     origins: dict[tuple[str, str], Origin] = field(default_factory=dict, compare=False)
     revision: str | None = None
 

@@ -24,11 +24,18 @@ from reconciler.common.gcpause import gc_paused
 from reconciler.desired.hostnames import hostname_problem, in_zone, path_problem, zone_problem
 from reconciler.desired.ipranges import IPAddress, IPRange, RangeSyntaxError, is_buggy, parse_ip, parse_range
 from reconciler.desired.loader import LoadedDocument, load_documents
-from reconciler.desired.models import IPAddressPool, L2Advertisement, ServiceExposure, Tunnel, TunnelRoute
+from reconciler.desired.models import (
+    DynamicDNS,
+    IPAddressPool,
+    L2Advertisement,
+    ServiceExposure,
+    Tunnel,
+    TunnelRoute,
+)
 from reconciler.desired.origins import origin_problem
 from reconciler.desired.state import DesiredState, Origin
 
-M = TypeVar("M", IPAddressPool, L2Advertisement, ServiceExposure, Tunnel, TunnelRoute)
+M = TypeVar("M", IPAddressPool, L2Advertisement, ServiceExposure, Tunnel, TunnelRoute, DynamicDNS)
 
 
 def load_desired_state(root: Path, revision: str | None = None) -> DesiredState:
@@ -56,6 +63,7 @@ def build_desired_state(documents: Sequence[LoadedDocument], revision: str | Non
         exposures=sorted_models(ServiceExposure),
         tunnels=sorted_models(Tunnel),
         routes=sorted_models(TunnelRoute),
+        dynamic_dns=sorted_models(DynamicDNS),
         origins=origins,
         revision=revision,
     )
@@ -82,6 +90,7 @@ def validate_documents(documents: Sequence[LoadedDocument],
     diagnostics += _exposures(by_kind.get("ServiceExposure", []), pools, pool_ranges)
     diagnostics += _tunnels(by_kind.get("Tunnel", []))
     diagnostics += _routes(by_kind.get("TunnelRoute", []), tunnels)
+    diagnostics += _dynamic_dns(by_kind.get("DynamicDNS", []), by_kind.get("TunnelRoute", []))
     return diagnostics
 
 
@@ -319,3 +328,41 @@ def _zone_check(doc: LoadedDocument, hostname: str, tunnel: LoadedDocument) -> l
     return [doc.diagnostic("spec.hostname", f'{hostname} is outside the zones of tunnel "{tunnel.name}" '
                            f"({', '.join(zones)}); add its zone to the tunnel's dns.zones "
                            "or fix the hostname")]
+
+
+# --- dynamic DNS ------------------------------------------------------------------------------
+
+
+def _dynamic_dns(documents: Iterable[LoadedDocument], routes: Iterable[LoadedDocument]) -> list[Diagnostic]:
+    """Hostnames valid and in their zone; each kept by one DynamicDNS, none also routed."""
+    out = []
+    routed: dict[str, LoadedDocument] = {}
+    for route in routes:
+        assert isinstance(route.model, TunnelRoute)
+        routed.setdefault(route.model.spec.hostname.lower(), route)
+    seen: dict[str, LoadedDocument] = {}
+    for doc in documents:
+        assert isinstance(doc.model, DynamicDNS)
+        spec = doc.model.spec
+        if spec.zone is not None and (problem := zone_problem(spec.zone)) is not None:
+            out.append(doc.diagnostic("spec.zone", problem))
+        for index, hostname in enumerate(spec.hostnames):
+            where = f"spec.hostnames[{index}]"
+            problem = hostname_problem(hostname)
+            if problem is None and spec.zone is not None and not in_zone(hostname, spec.zone):
+                problem = f"{hostname} is outside zone {spec.zone}"
+            if problem is not None:
+                out.append(doc.diagnostic(where, problem))
+                continue
+            host = hostname.lower()
+            if host in routed:
+                route = routed[host]
+                out.append(doc.diagnostic(where, f'{hostname} is routed through a tunnel by TunnelRoute '
+                                          f'"{route.name}" ({route.origin_of("spec.hostname")}); a hostname '
+                                          "either follows the public address or points to a tunnel"))
+                continue
+            earlier = seen.setdefault(host, doc)
+            if earlier is not doc:
+                out.append(doc.diagnostic(where, f'{hostname} is already kept by DynamicDNS "{earlier.name}" '
+                                          f"({earlier.origin}); each hostname may be kept once"))
+    return out

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from reconciler.backends.base import Backend
 from reconciler.common.errors import ConflictError, PlanRefused
+from reconciler.desired.models import duration_seconds
 from reconciler.desired.state import DesiredState
 from reconciler.desired.validate import load_desired_state
 from reconciler.planning.live import LiveState
@@ -41,6 +42,9 @@ class ReconcileResult:
     # What the plan was made from, kept for the status page (no second read per page view).
     desired: DesiredState | None = None
     live: LiveState | None = None
+    # Seconds until the live world should be looked at again though nothing triggers it: the
+    # shortest DynamicDNS interval (a public address changes without any event portside sees).
+    recheck_after: float | None = None
 
     @property
     def summary(self) -> dict[str, int]:
@@ -87,11 +91,12 @@ def plan_against(desired: DesiredState, backend: Backend, policy: ApplyPolicy) -
 def reconcile(root: Path, backend: Backend, revision: str | None, *, policy: ApplyPolicy) -> ReconcileResult:
     """Make the live world match the repo at ``root``; returns what was planned and done."""
     desired = load_desired_state(root, revision)
+    recheck = min((duration_seconds(d.spec.interval) for d in desired.dynamic_dns), default=None)
     for attempt in range(1, CONFLICT_RETRIES + 1):
         live, plan = plan_against(desired, backend, policy)
         check_safety(plan, policy)
         if policy.dry_run or not plan.actionable:
-            return ReconcileResult(revision, plan, desired=desired, live=live)
+            return ReconcileResult(revision, plan, desired=desired, live=live, recheck_after=recheck)
         try:
             report = backend.apply(plan)
         except ConflictError as exc:
@@ -99,5 +104,6 @@ def reconcile(root: Path, backend: Backend, revision: str | None, *, policy: App
                 raise
             log.info("conflict while applying (%s); re-reading and re-planning", exc)
             continue
-        return ReconcileResult(revision, plan, report.applied, report.errors, desired=desired, live=live)
+        return ReconcileResult(revision, plan, report.applied, report.errors, desired=desired, live=live,
+                               recheck_after=recheck)
     raise AssertionError("unreachable")  # the loop returns or raises

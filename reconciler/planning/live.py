@@ -16,6 +16,7 @@ ANNOTATION_POOL = "portside.io/pool"  # written: the pool the IPs came from
 METALLB_ADDRESS_POOL = "metallb.io/address-pool"
 METALLB_LOADBALANCER_IPS = "metallb.io/loadBalancerIPs"
 METALLB_ALLOW_SHARED_IP = "metallb.io/allow-shared-ip"
+METALLB_ALLOCATED_FROM_POOL = "metallb.io/ip-allocated-from-pool"  # written by MetalLB's controller
 LOADBALANCER_CLASS = "portside.io/loadbalancer"
 EXCLUDE_FROM_LB_LABEL = "node.kubernetes.io/exclude-from-external-load-balancers"
 
@@ -49,6 +50,12 @@ class LiveService:
     @cached_property  # asked for ~10 times per Service per plan
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+    @property
+    def recorded_pool(self) -> str | None:
+        """The pool the Service's IPs came from, as recorded on it: portside's annotation, else
+        MetalLB's (so a Service MetalLB allocated needs no write to be portside's)."""
+        return self.annotations.get(ANNOTATION_POOL) or self.annotations.get(METALLB_ALLOCATED_FROM_POOL)
 
 
 @dataclass(frozen=True)
@@ -100,6 +107,7 @@ class DNSRecord:
     proxied: bool
     comment: str = ""
     record_id: str | None = None
+    ttl: int = 1  # seconds; 1 is Cloudflare's "automatic"
 
 
 @dataclass(frozen=True)
@@ -108,6 +116,15 @@ class LiveZone:
     zone_id: str | None
     records: tuple[DNSRecord, ...] = ()
     error: str | None = None
+
+
+@dataclass(frozen=True)
+class PublicAddress:
+    """The network's public address of one family, as its sources gave it: ``ip`` is None when
+    they failed or disagreed, and ``problems`` says which source and why (shown in the plan)."""
+
+    ip: str | None
+    problems: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -123,6 +140,8 @@ class LiveState:
     announcements: str | None = None  # the published announcement table (encoded), if any
     tunnels: dict[str, LiveTunnel] = field(default_factory=dict)
     zones: dict[str, LiveZone] = field(default_factory=dict)
+    # "<DynamicDNS name>/ipv4" (or ipv6) -> what its sources say; absent: not looked up
+    public_addresses: dict[str, PublicAddress] = field(default_factory=dict)
 
     @cached_property
     def _services_by_key(self) -> dict[str, LiveService]:

@@ -35,7 +35,7 @@ from reconciler.planning.announcement_table import (
     encode_table,
     table_to_json,
 )
-from reconciler.planning.live import ANNOTATION_POOL, LiveService, LiveState
+from reconciler.planning.live import LiveService, LiveState
 from reconciler.planning.plan import JSON, Change, Plan, Target, ordered
 from reconciler.tunnels.plan import plan_tunnels
 
@@ -63,7 +63,7 @@ def _make_plan(desired: DesiredState, live: LiveState, options: PlanOptions | No
     allocations = _keep_when_unmet(allocations, desired, live)
     changes = [_service_change(a, live.service(a.key)) for a in allocations]
     changes.extend(
-        Change(Target("Service", s.key), "delete", _service_state(s.ingress, s.annotations.get(ANNOTATION_POOL)),
+        Change(Target("Service", s.key), "delete", _service_state(s.ingress, s.recorded_pool),
                None, f"revoke {', '.join(s.ingress)}: the Service is gone")
         for s in live.released if s.ingress
     )
@@ -79,7 +79,8 @@ def _make_plan(desired: DesiredState, live: LiveState, options: PlanOptions | No
         artifacts[ANNOUNCEMENTS_ARTIFACT] = table_text
 
     service_ips = {a.key: a.ips for a in allocations if a.ips}
-    tunnel_plan = plan_tunnels(desired, live.tunnels, live.zones, service_ips, options.owner_id)
+    tunnel_plan = plan_tunnels(desired, live.tunnels, live.zones, service_ips, options.owner_id,
+                               live.public_addresses)
     changes.extend(tunnel_plan.changes)
     artifacts.update(tunnel_plan.artifacts)
 
@@ -126,7 +127,7 @@ def _keep_when_unmet(allocations: list[Allocation], desired: DesiredState, live:
         current = service.ingress if service else ()
         if (not a.ips and a.pending_reason and current
                 and all(ip not in held and any(r.contains(parse_ip(ip)) for r in ranges) for ip in current)):
-            pool = service.annotations.get(ANNOTATION_POOL) if service else None
+            pool = service.recorded_pool if service else None
             a = replace(a, ips=tuple(current), pool=pool, revoked=(), revoke_reason=None, pending_reason=None,
                         warning=f"keeps {', '.join(current)}: {a.pending_reason}")
         kept.append(a)
@@ -136,7 +137,7 @@ def _keep_when_unmet(allocations: list[Allocation], desired: DesiredState, live:
 def _service_change(allocation: Allocation, live: LiveService | None) -> Change:
     target = Target("Service", allocation.key)
     live_ips = tuple(live.ingress) if live else ()
-    live_pool = live.annotations.get(ANNOTATION_POOL) if live else None
+    live_pool = live.recorded_pool if live else None
     before = _service_state(live_ips, live_pool) if live_ips else None
     after = _service_state(allocation.ips, allocation.pool) if allocation.ips else None
     if not allocation.ips and not live_ips:

@@ -34,7 +34,7 @@ from reconciler.desired.models import Tunnel
 from reconciler.desired.state import DesiredState
 from reconciler.planning.live import DNSRecord, LiveTunnel, LiveZone
 from reconciler.planning.plan import JSON, Change
-from reconciler.tunnels.dns import PENDING_TUNNEL_ID, tunnel_target
+from reconciler.tunnels.dns import PENDING_TUNNEL_ID, record_name, tunnel_target
 from reconciler.tunnels.rules import rule_from_json
 
 # Token permissions, as the dashboard names them (what the user has to grant).
@@ -45,6 +45,7 @@ TUNNEL_READ = "Account:Cloudflare Tunnel:Read"
 TUNNEL_EDIT = "Account:Cloudflare Tunnel:Edit"
 
 ZONES_PER_PAGE = 50  # the API's maximum for /zones
+TUNNELS_PER_PAGE = 100
 RECORDS_PER_PAGE = 5000
 # Changes per batch call: the batch endpoint's limit on the Free plan (paid plans allow more).
 MAX_BATCH = 200
@@ -142,6 +143,32 @@ class CloudflareProvider:
             if isinstance(top, dict) else {},
         )
 
+    def read_account_tunnels(self, account_id: str) -> list[tuple[str, LiveTunnel]]:
+        """Every active tunnel of an account as (its name at Cloudflare, what it holds).
+
+        A tunnel configured by its local cloudflared config (not through the API) has no
+        configuration here: its ``ingress`` is None.
+        """
+        self._budget_left = self._retry_budget
+        api = self._client.zero_trust.tunnels.cloudflared.with_raw_response
+        listed = self._paged(f"list tunnels of account {account_id}", TUNNEL_READ, TUNNELS_PER_PAGE,
+                             lambda page: api.list(account_id=account_id, is_deleted=False, page=page,
+                                                   per_page=TUNNELS_PER_PAGE))
+        out: list[tuple[str, LiveTunnel]] = []
+        for item in sorted(listed, key=lambda t: (str(t.get("name")), str(t.get("id")))):
+            if item.get("deleted_at"):
+                continue
+            name = str(item.get("name"))
+            document = Tunnel.model_validate({
+                "apiVersion": "portside.io/v1alpha1", "kind": "Tunnel", "metadata": {"name": "imported"},
+                "spec": {"mode": "remote", "accountId": account_id, "tunnelId": str(item["id"])}})
+            out.append((name, self._read_tunnel(document)))
+        return out
+
+    def read_all_zones(self) -> dict[str, LiveZone]:
+        """Every zone the token can read, with all its records."""
+        return self._read_zones(DesiredState())
+
     def _read_zones(self, desired: DesiredState) -> dict[str, LiveZone]:
         """Every zone the DNS-managing tunnels may use, with all its records.
 
@@ -153,8 +180,10 @@ class CloudflareProvider:
         managing = [t for t in desired.tunnels if t.spec.dns.manage
                     and (t.spec.mode == "remote" or t.spec.tunnelId)]
         scope = None
-        if managing and all(t.spec.dns.zones for t in managing):
+        dynamic = desired.dynamic_dns
+        if managing and all(t.spec.dns.zones for t in managing) and all(d.spec.zone for d in dynamic):
             scope = {z.lower() for t in managing for z in t.spec.dns.zones}
+            scope.update(str(d.spec.zone).lower() for d in dynamic)
         try:
             listed = self._paged("list zones", ZONE_READ, ZONES_PER_PAGE,
                                  lambda page: self._client.zones.with_raw_response.list(
@@ -177,7 +206,8 @@ class CloudflareProvider:
             zones[zone_name] = LiveZone(name=zone_name, zone_id=zone_id, records=tuple(
                 DNSRecord(zone=zone_name, name=str(r["name"]).lower(), type=str(r["type"]),
                           content=str(r.get("content") or ""), proxied=bool(r.get("proxied")),
-                          comment=str(r.get("comment") or ""), record_id=str(r["id"]))
+                          comment=str(r.get("comment") or ""), record_id=str(r["id"]),
+                          ttl=int(r.get("ttl") or 1))
                 for r in records))
         return zones
 
@@ -351,8 +381,8 @@ def _batch_body(changes: list[Change], created: dict[str, str]) -> dict[str, lis
         after: dict[str, JSON] = dict(change.after)
         if PENDING_TUNNEL_ID in str(after["content"]):
             after["content"] = tunnel_target(created[str(change.detail["tunnel"])])
-        fields = {"name": change.target.id, "type": after["type"], "content": after["content"],
-                  "proxied": after["proxied"], "comment": after["comment"], "ttl": 1}
+        fields = {"name": record_name(change.target), "type": after["type"], "content": after["content"],
+                  "proxied": after["proxied"], "comment": after["comment"], "ttl": after.get("ttl", 1)}
         if change.action == "create":
             body["posts"].append(fields)
         else:

@@ -14,10 +14,17 @@ from dataclasses import dataclass, field
 
 from reconciler.desired.models import Tunnel, TunnelRoute
 from reconciler.desired.state import DesiredState
-from reconciler.planning.live import IngressRule, LiveTunnel, LiveZone
+from reconciler.planning.live import IngressRule, LiveTunnel, LiveZone, PublicAddress
 from reconciler.planning.plan import JSON, Change, Target
 from reconciler.tunnels.dns import OWNER_MARKER, WantedRecord, plan_dns, tunnel_target
-from reconciler.tunnels.rules import fold_defaults, origin_request_api, origin_request_yaml, tunnel_rules
+from reconciler.tunnels.dynamic import dynamic_records
+from reconciler.tunnels.rules import (
+    fold_defaults,
+    origin_request_api,
+    origin_request_yaml,
+    same_routing,
+    tunnel_rules,
+)
 
 __all__ = ["OWNER_MARKER", "TunnelPlan", "local_config", "local_config_path", "plan_tunnels"]
 
@@ -40,6 +47,7 @@ def plan_tunnels(
     zones: Mapping[str, LiveZone],
     service_ips: Mapping[str, tuple[str, ...]],
     owner_id: str,
+    public_addresses: Mapping[str, PublicAddress] | None = None,
 ) -> TunnelPlan:
     """Every tunnel, configuration and DNS change the desired state asks for.
 
@@ -105,7 +113,18 @@ def plan_tunnels(
         plan.changes.append(Change(Target("TunnelConfiguration", name), "delete", before=before,
                                    reason=f"remove {path}: the Tunnel is no longer declared",
                                    detail={"mode": "local", "path": path}))
-    dns_changes, dns_warnings = plan_dns(wanted, zones, protected, owner_id, frozenset(unmanaged_targets))
+    protected_types: frozenset[tuple[str, str]] = frozenset()
+    if desired.dynamic_dns and not zones:
+        plan.warnings.append(f"DynamicDNS {', '.join(d.metadata.name for d in desired.dynamic_dns)} skipped: "
+                             "Cloudflare DNS was not read (set CLOUDFLARE_API_TOKEN to manage its records)")
+    elif desired.dynamic_dns:
+        dynamic = dynamic_records(desired, public_addresses or {})
+        wanted.extend(dynamic.wanted)
+        protected.update(dynamic.protected_hosts)
+        protected_types = frozenset(dynamic.protected_types)
+        plan.warnings.extend(dynamic.warnings)
+    dns_changes, dns_warnings = plan_dns(wanted, zones, protected, owner_id, frozenset(unmanaged_targets),
+                                         protected_types)
     plan.changes.extend(dns_changes)
     plan.warnings.extend(dns_warnings)
     return plan
@@ -148,8 +167,8 @@ def _plan_remote(
         return live.tunnel_id, True
     current = fold_defaults(live.ingress, live.origin_request)
     before = [r.as_dict() for r in current]
-    if current == rules:
-        plan.changes.append(Change(target, "no-op", before=before, after=after, reason="up to date",
+    if same_routing(current, rules):
+        plan.changes.append(Change(target, "no-op", before=before, after=before, reason="up to date",
                                    detail=detail))
     else:
         plan.changes.append(Change(target, "update", before=before, after=after,

@@ -159,6 +159,40 @@ def tunnel_rules(
     return (*ordered, catch_all), waiting, warnings
 
 
+def same_routing(live: tuple[IngressRule, ...], wanted: tuple[IngressRule, ...]) -> bool:
+    """True when two ingress lists route every request alike: the same rules, in an order that
+    differs only between rules no request can match both of (different exact hostnames).
+
+    cloudflared takes the first match, so only the relative order of overlapping rules means
+    anything; a list written by hand (or by another tool) in another order than portside's need
+    not be rewritten.
+    """
+    if live == wanted:
+        return True
+    if len(live) != len(wanted) or sorted(map(repr, live)) != sorted(map(repr, wanted)):
+        return False
+    position = {repr(rule): i for i, rule in enumerate(wanted)}
+    for i, first in enumerate(live):
+        for second in live[i + 1:]:
+            if position[repr(first)] > position[repr(second)] and _may_overlap(first, second):
+                return False
+    return True
+
+
+def _may_overlap(a: IngressRule, b: IngressRule) -> bool:
+    """Whether one request could match both rules (paths are regexes: any two may overlap)."""
+    if a.hostname is None or b.hostname is None:
+        return True
+    return _covers(a.hostname, b.hostname) or _covers(b.hostname, a.hostname)
+
+
+def _covers(pattern: str, hostname: str) -> bool:
+    if pattern == hostname:
+        return True
+    # cloudflared's wildcard: "*.example.dev" matches any name ending in ".example.dev".
+    return pattern.startswith("*.") and hostname.removeprefix("*").endswith(pattern[1:])
+
+
 def fold_defaults(rules: tuple[IngressRule, ...], defaults: Mapping[str, object]) -> tuple[IngressRule, ...]:
     """Rules as cloudflared applies them: the config's top-level originRequest under each rule's."""
     if not defaults:

@@ -30,7 +30,7 @@ def zones_to_json(zones: Mapping[str, LiveZone]) -> dict[str, JSON]:
             "zoneId": z.zone_id,
             "records": [
                 {"name": r.name, "type": r.type, "content": r.content, "proxied": r.proxied,
-                 "comment": r.comment, "id": r.record_id}
+                 "comment": r.comment, "id": r.record_id, **({"ttl": r.ttl} if r.ttl != 1 else {})}
                 for r in z.records
             ],
             "error": z.error,
@@ -69,7 +69,8 @@ def zones_from_json(data: Any) -> dict[str, LiveZone]:
             records = tuple(
                 DNSRecord(zone=str(item["name"]), name=str(r["name"]), type=str(r["type"]),
                           content=str(r["content"]), proxied=bool(r["proxied"]),
-                          comment=str(r.get("comment") or ""), record_id=_opt_str(r.get("id")))
+                          comment=str(r.get("comment") or ""), record_id=_opt_str(r.get("id")),
+                          ttl=int(r.get("ttl") or 1))
                 for r in item.get("records", [])
             )
             out[key] = LiveZone(name=str(item["name"]), zone_id=_opt_str(item.get("zoneId")),
