@@ -12,7 +12,6 @@ import base64
 import contextlib
 import fcntl
 import hashlib
-import io
 import logging
 import os
 import re
@@ -23,7 +22,7 @@ import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Literal
+from typing import BinaryIO, Literal, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import git
@@ -31,6 +30,7 @@ import git
 from reconciler.common.errors import ConfigError, Diagnostic, SignatureError, SourceError, UsageError
 from reconciler.common.secrets import read_secret_file
 from reconciler.source import Checkout
+from reconciler.source.archive import extract_tree
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,9 @@ SSH_KEY_ENV = "PORTSIDE_GIT_SSH_KEY"
 LOCAL_REF = "refs/portside/head"
 FETCH_TIMEOUT = 120.0  # seconds; a hung remote must not hang the controller forever
 KEEP_TREES = 4
+ARCHIVE_IN_MEMORY = 8 << 20  # bytes of a revision's tar kept in memory before it spills to disk
 _HEX_SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
+_INVALID_PATH = re.compile(r"invalid path '(.*?)'?$")
 _URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s]+@", re.IGNORECASE)
 
 RefKind = Literal["head", "branch", "tag", "commit", "name"]
@@ -308,11 +310,7 @@ class GitSource:
             self._trees.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".{sha}.", dir=self._trees))
             try:
-                buffer = io.BytesIO()
-                repo.archive(buffer, sha, format="tar")
-                buffer.seek(0)
-                with tarfile.open(fileobj=buffer) as archive:
-                    archive.extractall(tmp, filter="data")
+                self._export(repo, sha, tmp)
                 tmp.rename(tree)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -323,6 +321,26 @@ class GitSource:
             raise ConfigError([Diagnostic(self.subpath, 1, 1,
                                           f"--path {self.subpath!r} is not a directory in revision {sha}")])
         return Checkout(sha, root)
+
+    def _export(self, repo: git.Repo, sha: str, destination: Path) -> None:
+        """Unpack revision ``sha`` into ``destination``; nothing in it may lead outside."""
+        # Spooled: a small repository stays in memory, a big one goes to disk, never all in RAM.
+        with tempfile.SpooledTemporaryFile(max_size=ARCHIVE_IN_MEMORY, dir=str(self.home)) as archive:
+            try:
+                repo.archive(cast(BinaryIO, archive), sha, format="tar")
+            except git.GitCommandError as exc:
+                detail = _last_line(redact(str(exc.stderr or ""), self._secrets)) or "no output"
+                invalid = _INVALID_PATH.search(detail)
+                if invalid:  # git itself refuses to export a tree naming ../x or /x: the commit is bad
+                    raise ConfigError([Diagnostic(invalid.group(1), 1, 1,
+                                                  f"git refuses this path in revision {sha} ({detail}); "
+                                                  "the revision is not used")]) from None
+                raise SourceError(f"{self.describe()}: cannot export revision {sha}: {detail}") from None
+            archive.seek(0)
+            try:
+                extract_tree(archive, destination)
+            except tarfile.TarError as exc:
+                raise SourceError(f"{self.describe()}: revision {sha} did not unpack: {exc}") from None
 
     def _prune(self, keep: Path) -> None:
         """Keep the newest few trees: old ones are re-exported on demand from the object store."""
