@@ -19,7 +19,7 @@ import shlex
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Literal, cast
@@ -28,7 +28,7 @@ from urllib.parse import urlsplit, urlunsplit
 import git
 
 from reconciler.common.errors import ConfigError, Diagnostic, SignatureError, SourceError, UsageError
-from reconciler.common.secrets import read_secret_file
+from reconciler.common.secrets import read_secret_file, redact
 from reconciler.source import Checkout
 from reconciler.source.archive import extract_tree
 
@@ -42,7 +42,6 @@ KEEP_TREES = 4
 ARCHIVE_IN_MEMORY = 8 << 20  # bytes of a revision's tar kept in memory before it spills to disk
 _HEX_SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
 _INVALID_PATH = re.compile(r"invalid path '(.*?)'?$")
-_URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s]+@", re.IGNORECASE)
 
 RefKind = Literal["head", "branch", "tag", "commit", "name"]
 
@@ -172,13 +171,6 @@ def split_credentials(url: str) -> tuple[str, str | None, str | None]:
     return clean, parts.password, parts.username
 
 
-def redact(text: str, secrets: Sequence[str]) -> str:
-    """Remove every secret, and any ``user:password@`` in a URL, from ``text``."""
-    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return _URL_USERINFO.sub(r"\g<scheme>***@", text)
-
-
 @dataclass(frozen=True)
 class SignaturePolicy:
     """Commit signature verification: SSH (allowed signers file) and/or GPG (a GNUPGHOME)."""
@@ -220,6 +212,10 @@ class GitSource:
         self._trees = self.home / "trees"
         self._repo: git.Repo | None = None
         self._verified: set[str] = set()
+
+    def secrets(self) -> list[str]:
+        """What must never appear in output: the token, in every form it is sent."""
+        return list(self._secrets)
 
     def describe(self) -> str:
         ref = self.ref.name or "HEAD"
