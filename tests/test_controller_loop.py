@@ -278,6 +278,21 @@ def test_an_exception_in_a_reconcile_is_shown_with_its_type_and_retried(remote: 
     assert controller.status.snapshot()["errors"] == []
 
 
+def test_secrets_from_the_environment_are_masked_too(remote: Remote, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    cloudflare_token = "cf-env-token-abcdef0123456789"
+    monkeypatch.setenv("CLOUDFLARE_API_TOKEN", cloudflare_token)
+    remote.push({"a.yaml": "v: 1\n"})
+    recorder = Recorder()
+    recorder.fail = [ValueError(f"header Authorization: Bearer {cloudflare_token} rejected")]
+    events: list[tuple[str, str, str]] = []
+    controller = make(remote, tmp_path, recorder, events=lambda *e: events.append(e))
+    controller.step(frozenset({Trigger.STARTUP}))
+    assert controller.status.snapshot()["errors"] == [
+        "internal error: ValueError: header Authorization: Bearer *** rejected"]
+    assert events and cloudflare_token not in events[0][2]
+
+
 def test_refused_plan_is_reported_not_retried(remote: Remote, tmp_path: Path) -> None:
     remote.push({"a.yaml": "v: 1\n"})
     recorder = Recorder()
