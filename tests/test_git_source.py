@@ -7,6 +7,7 @@ import io
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 import threading
 from pathlib import Path
@@ -422,3 +423,24 @@ def test_extract_tree_refuses_what_could_escape(tmp_path: Path, members: list[tu
     assert diagnostic.file == where and why in diagnostic.message, diagnostic
     outside = [p for p in tmp_path.rglob("*") if p not in (out, out.parent) and out not in p.parents]
     assert outside == [], "nothing is written outside"
+
+
+def test_without_git_installed_run_says_so_and_a_directory_still_works(tmp_path: Path) -> None:
+    """A fresh machine may lack git: GitPython must not take `portside run` down at import."""
+    no_git = tmp_path / "bin"
+    no_git.mkdir()
+    repo = Path(__file__).resolve().parent.parent
+    env = {"PATH": str(no_git), "HOME": str(tmp_path), "PYTHONPATH": str(repo)}
+
+    def run(source: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "reconciler", "run", "--once", "--source", source,
+                               "--state", str(tmp_path / "state")], env=env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=60)
+
+    git_run = run("file:///nowhere/repo.git")
+    assert git_run.returncode == 1, git_run.stderr
+    assert "needs the git program, which is not installed" in git_run.stderr
+    assert "Traceback" not in git_run.stderr
+    directory_run = run(str(repo / "example-repo"))
+    assert directory_run.returncode == 0, directory_run.stderr
+    assert (tmp_path / "state" / "state.json").exists()

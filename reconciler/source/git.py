@@ -25,6 +25,9 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Literal, cast
 from urllib.parse import urlsplit, urlunsplit
 
+# Without a git executable GitPython fails at import, which would take `portside run --source DIR`
+# down with it; GitSource says what is missing instead.
+os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 import git
 
 from reconciler.common.errors import ConfigError, Diagnostic, SignatureError, SourceError, UsageError
@@ -194,6 +197,9 @@ class GitSource:
     def __init__(self, url: str, *, ref: str | None = None, path: str = "", cache_dir: Path,
                  auth: GitAuth | None = None, verify: SignaturePolicy | None = None,
                  depth: int = 1, fetch_timeout: float = FETCH_TIMEOUT) -> None:
+        if shutil.which("git") is None:
+            raise UsageError("a git source needs the git program, which is not installed "
+                             "(on Debian: apt-get install git)")
         clean_url, url_token, url_user = split_credentials(url)
         auth = auth or GitAuth()
         if url_token and not auth.token:
