@@ -196,6 +196,103 @@ def test_unexpected_exceptions_do_not_end_the_loop(remote: Remote, tmp_path: Pat
     assert controller.metrics.errors.value(kind="internal") == 1
 
 
+class FlakySource:
+    """A real git source whose fetch raises an unexpected exception while ``faults`` has any left."""
+
+    def __init__(self, inner: GitSource) -> None:
+        self.inner = inner
+        self.faults: list[BaseException] = []
+        self.calls = 0
+
+    def sync(self) -> Checkout:
+        self.calls += 1
+        if self.faults:
+            raise self.faults.pop(0)
+        return self.inner.sync()
+
+    def checkout(self, revision: str) -> Checkout:
+        return self.inner.checkout(revision)
+
+    def describe(self) -> str:
+        return self.inner.describe()
+
+
+TOKEN = "ghp_loopSecretToken0123456789"
+
+
+def test_an_exception_raised_by_the_source_is_shown_retried_and_survived(
+        remote: Remote, tmp_path: Path, running: Callable[[Controller], None]) -> None:
+    first = remote.push({"a.yaml": "v: 1\n"})
+    source = FlakySource(GitSource(remote.url, cache_dir=tmp_path / "cache"))
+    # What Python 3.11.2 raised from the git source (a keyword its tarfile lacks), and worse: a
+    # message carrying a credential.
+    source.faults = [TypeError("TarFile.extractall() got an unexpected keyword argument 'filter'"),
+                     TypeError(f"bad header 'Authorization: token {TOKEN}' for https://u:{TOKEN}@h/r.git")]
+    recorder = Recorder()
+    events: list[tuple[str, str, str]] = []
+    controller = Controller(source, recorder, events=lambda *e: events.append(e), secrets=[TOKEN],
+                            timing=Timing(interval=3600, resync=3600, backoff=Backoff(0.2, 0.4)))
+    running(controller)
+
+    wait_for(lambda: controller.metrics.errors.value(kind="internal") == 1, what="the first fault shown")
+    status = controller.status.snapshot()
+    assert status["errors"] == ["internal error: TypeError: TarFile.extractall() got an unexpected keyword "
+                                "argument 'filter'"]
+    assert status["lastAppliedRevision"] is None
+    assert events[0][:2] == ("Warning", "ReconcileError") and "TypeError" in events[0][2]
+    assert controller.metrics.fetches.value(result="error") >= 1
+
+    # Nothing else asks (no poll for an hour): the backoff alone retries, through the second fault.
+    wait_for(lambda: controller.metrics.errors.value(kind="internal") == 2, what="a retry after the backoff")
+    shown = controller.status.snapshot()["errors"]
+    assert shown == ["internal error: TypeError: bad header 'Authorization: token ***' for https://***@h/r.git"]
+    assert all(TOKEN not in message for _, _, message in events)
+    wait_for(lambda: recorder.revisions == [first], what="the revision applied once the source recovers")
+    status = controller.status.snapshot()
+    assert status["lastAppliedRevision"] == first and status["errors"] == []
+
+    # The loop lives on: a later commit is applied as usual.
+    second = remote.push({"a.yaml": "v: 2\n"})
+    controller.trigger(Trigger.WEBHOOK)
+    wait_for(lambda: recorder.revisions[-1:] == [second], what="the next good revision applied")
+    assert source.calls >= 4
+
+
+def test_an_exception_in_a_reconcile_is_shown_with_its_type_and_retried(remote: Remote, tmp_path: Path) -> None:
+    good = remote.push({"a.yaml": "v: 1\n"})
+    recorder = Recorder()
+    recorder.fail = [KeyError(f"token={TOKEN}")]
+
+    def failing_sink(*_event: str) -> None:
+        raise OSError("the API server is gone")  # recording the Event fails too: still no crash
+
+    controller = make(remote, tmp_path, recorder, events=failing_sink, secrets=[TOKEN])
+    controller.step(frozenset({Trigger.STARTUP}))
+    status = controller.status.snapshot()
+    assert status["errors"] == ["internal error: KeyError: 'token=***'"]
+    assert status["lastAttemptedRevision"] == good and status["lastAppliedRevision"] is None
+    assert controller.metrics.reconciles.value(result="internal") == 1
+    assert controller._retry_at is not None, "retried after a backoff"
+    controller.step(frozenset({Trigger.RETRY}))
+    assert recorder.revisions == [good]
+    assert controller.status.snapshot()["errors"] == []
+
+
+def test_secrets_from_the_environment_are_masked_too(remote: Remote, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    cloudflare_token = "cf-env-token-abcdef0123456789"
+    monkeypatch.setenv("CLOUDFLARE_API_TOKEN", cloudflare_token)
+    remote.push({"a.yaml": "v: 1\n"})
+    recorder = Recorder()
+    recorder.fail = [ValueError(f"header Authorization: Bearer {cloudflare_token} rejected")]
+    events: list[tuple[str, str, str]] = []
+    controller = make(remote, tmp_path, recorder, events=lambda *e: events.append(e))
+    controller.step(frozenset({Trigger.STARTUP}))
+    assert controller.status.snapshot()["errors"] == [
+        "internal error: ValueError: header Authorization: Bearer *** rejected"]
+    assert events and cloudflare_token not in events[0][2]
+
+
 def test_refused_plan_is_reported_not_retried(remote: Remote, tmp_path: Path) -> None:
     remote.push({"a.yaml": "v: 1\n"})
     recorder = Recorder()

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import http.server
+import io
 import os
 import shutil
 import subprocess
+import sys
+import tarfile
 import threading
 from pathlib import Path
 
 import pytest
 
 from reconciler.common.errors import ConfigError, SignatureError, SourceError, UsageError
+from reconciler.source.archive import extract_tree
 from reconciler.source.git import (
     GitAuth,
     GitRef,
@@ -24,8 +28,9 @@ from reconciler.source.git import (
 )
 
 
-def sh(*args: str, cwd: Path) -> str:
-    return subprocess.run(args, cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+def sh(*args: str, cwd: Path, input: str | None = None, input_bytes: bytes | None = None) -> str:
+    data = input.encode() if input is not None else input_bytes
+    return subprocess.run(args, cwd=cwd, check=True, capture_output=True, input=data).stdout.decode().strip()
 
 
 class Remote:
@@ -46,11 +51,15 @@ class Remote:
         return f"file://{self.bare}"
 
     def push(self, files: dict[str, str], *, message: str = "change", branch: str = "main",
-             sign_key: Path | None = None) -> str:
+             sign_key: Path | None = None, symlinks: dict[str, str] | None = None) -> str:
         for name, text in files.items():
             path = self.work / name
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
+        for name, target in (symlinks or {}).items():
+            path = self.work / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.symlink_to(target)
         sh("git", "add", "-A", cwd=self.work)
         sign = ["-c", "gpg.format=ssh", "-c", f"user.signingkey={sign_key}"] if sign_key else []
         sh("git", *sign, "commit", "-q", "--allow-empty", *(["-S"] if sign_key else []), "-m", message,
@@ -296,3 +305,142 @@ def test_https_token_reaches_the_server_only_as_a_header(remote: Remote, tmp_pat
     finally:
         server.shutdown()
         server.server_close()
+
+
+# -- unpacking a revision: nothing may write or point outside the tree ------------------------------
+
+
+def test_symlinks_inside_the_repository_are_kept(remote: Remote, tmp_path: Path) -> None:
+    remote.push({"shared/pools.yaml": "pools\n", "env/prod/a.yaml": "a\n"},
+                symlinks={"env/prod/pools.yaml": "../../shared/pools.yaml", "env/staging": "prod",
+                          "dangling.yaml": "nowhere.yaml"})
+    checkout = GitSource(remote.url, cache_dir=tmp_path / "cache").sync()
+    assert (checkout.root / "env/prod/pools.yaml").read_text() == "pools\n"
+    assert (checkout.root / "env/staging/a.yaml").read_text() == "a\n"
+    assert (checkout.root / "dangling.yaml").is_symlink()
+
+
+@pytest.mark.parametrize(("links", "member", "why"), [
+    ({"pools.yaml": "/etc/passwd"}, "pools.yaml", "symbolic link to the absolute path '/etc/passwd'"),
+    ({"env/pools.yaml": "../../secret.yaml"}, "env/pools.yaml", "leads outside the repository"),
+    # Each link stays inside on its own; together, here -> . and up -> here/.. lead to the parent.
+    ({"here": ".", "up": "here/.."}, "up", "symbolic link to 'here/..', which leads outside"),
+])
+def test_a_symlink_leading_outside_refuses_the_revision(remote: Remote, tmp_path: Path,
+                                                       links: dict[str, str], member: str, why: str) -> None:
+    (tmp_path / "secret.yaml").write_text("outside\n")
+    good = remote.push({"a.yaml": "good\n"})
+    source = GitSource(remote.url, cache_dir=tmp_path / "cache")
+    assert source.sync().revision == good
+    bad = remote.push({}, symlinks=links)
+    with pytest.raises(ConfigError) as caught:
+        source.sync()
+    [diagnostic] = caught.value.diagnostics
+    assert diagnostic.file == member and why in diagnostic.message, diagnostic
+    assert "the revision is not used" in diagnostic.message
+    assert not (source.home / "trees" / bad).exists()
+    assert [p.name for p in (source.home / "trees").iterdir()] == [good], "no half-made tree is left"
+    assert (source.checkout(good).root / "a.yaml").read_text() == "good\n"
+
+
+def test_a_tree_naming_a_path_git_refuses_is_a_bad_revision(remote: Remote, tmp_path: Path) -> None:
+    """A hostile remote can store a tree entry named ``..``: git archive refuses it, and so do we."""
+    good = remote.push({"a.yaml": "good\n"})
+    source = GitSource(remote.url, cache_dir=tmp_path / "cache")
+    source.sync()
+    blob = sh("git", "hash-object", "-w", "--stdin", cwd=remote.work, input="evil\n")
+    entries = (b"100644 a.yaml\0" + bytes.fromhex(sh("git", "rev-parse", "HEAD:a.yaml", cwd=remote.work))
+               + b"100644 ..\0" + bytes.fromhex(blob))
+    tree = sh("git", "hash-object", "--literally", "-t", "tree", "-w", "--stdin", cwd=remote.work,
+              input_bytes=entries)
+    commit = sh("git", "commit-tree", tree, "-p", good, "-m", "hostile", cwd=remote.work)
+    sh("git", "push", "-q", "origin", f"{commit}:refs/heads/main", cwd=remote.work)
+    with pytest.raises(ConfigError) as caught:
+        source.sync()
+    [diagnostic] = caught.value.diagnostics
+    assert diagnostic.file == ".." and "git refuses this path" in diagnostic.message, diagnostic
+    assert not (tmp_path / "evil").exists()
+
+
+def _tar(*members: tuple[tarfile.TarInfo, bytes]) -> io.BytesIO:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        for info, data in members:
+            info.size = len(data) if info.isreg() else 0
+            archive.addfile(info, io.BytesIO(data) if info.isreg() else None)
+    buffer.seek(0)
+    return buffer
+
+
+def _member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "", mode: int = 0o644) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname, info.mode = kind, link, mode
+    return info
+
+
+def test_extract_tree_unpacks_files_directories_and_links(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    extract_tree(_tar((_member("d", tarfile.DIRTYPE, mode=0o777), b""),
+                      (_member("d/a.yaml"), b"a\n"),
+                      (_member("./run.sh", mode=0o4755), b"#!/bin/sh\n"),
+                      (_member("d/copy.yaml", tarfile.LNKTYPE, link="d/a.yaml"), b""),
+                      (_member("link.yaml", tarfile.SYMTYPE, link="d/a.yaml"), b"")), out)
+    assert (out / "d/a.yaml").read_text() == (out / "d/copy.yaml").read_text() == "a\n"
+    assert (out / "link.yaml").read_text() == "a\n"
+    assert (out / "run.sh").stat().st_mode & 0o7777 == 0o755 & ~_umask(), "no setuid from an archive"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@pytest.mark.parametrize(("members", "where", "why"), [
+    ([(_member("../evil.yaml"), b"x")], "../evil.yaml", "'..' in its path"),
+    ([(_member("d/../../evil.yaml"), b"x")], "d/../../evil.yaml", "'..' in its path"),
+    ([(_member("/tmp/evil.yaml"), b"x")], "/tmp/evil.yaml", "absolute path"),
+    ([(_member("ln", tarfile.LNKTYPE, link="../evil.yaml"), b"")], "ln", "'..' in its path"),
+    ([(_member("ln", tarfile.LNKTYPE, link="/etc/passwd"), b"")], "ln", "absolute path"),
+    ([(_member("ln", tarfile.LNKTYPE, link="missing.yaml"), b"")], "ln", "not a file of this revision"),
+    ([(_member("s", tarfile.SYMTYPE, link="/etc"), b"")], "s", "absolute path '/etc'"),
+    ([(_member("s", tarfile.SYMTYPE, link="a/../.."), b"")], "s", "leads outside"),
+    ([(_member("s", tarfile.SYMTYPE, link="."), b""), (_member("s/t", tarfile.SYMTYPE, link=".."), b"")],
+     "s/t", "below a symbolic link"),
+    ([(_member("dev", tarfile.CHRTYPE), b"")], "dev", "character device"),
+    ([(_member("dev", tarfile.BLKTYPE), b"")], "dev", "block device"),
+    ([(_member("fifo", tarfile.FIFOTYPE), b"")], "fifo", "FIFO"),
+    ([(_member("a.yaml"), b"1"), (_member("a.yaml"), b"2")], "a.yaml", "appears twice"),
+])
+def test_extract_tree_refuses_what_could_escape(tmp_path: Path, members: list[tuple[tarfile.TarInfo, bytes]],
+                                                where: str, why: str) -> None:
+    out = tmp_path / "deep" / "out"
+    out.mkdir(parents=True)
+    with pytest.raises(ConfigError) as caught:
+        extract_tree(_tar(*members), out)
+    [diagnostic] = caught.value.diagnostics
+    assert diagnostic.file == where and why in diagnostic.message, diagnostic
+    outside = [p for p in tmp_path.rglob("*") if p not in (out, out.parent) and out not in p.parents]
+    assert outside == [], "nothing is written outside"
+
+
+def test_without_git_installed_run_says_so_and_a_directory_still_works(tmp_path: Path) -> None:
+    """A fresh machine may lack git: GitPython must not take `portside run` down at import."""
+    no_git = tmp_path / "bin"
+    no_git.mkdir()
+    repo = Path(__file__).resolve().parent.parent
+    env = {"PATH": str(no_git), "HOME": str(tmp_path), "PYTHONPATH": str(repo)}
+
+    def run(source: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "reconciler", "run", "--once", "--source", source,
+                               "--state", str(tmp_path / "state")], env=env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=60)
+
+    git_run = run("file:///nowhere/repo.git")
+    assert git_run.returncode == 1, git_run.stderr
+    assert "needs the git program, which is not installed" in git_run.stderr
+    assert "Traceback" not in git_run.stderr
+    directory_run = run(str(repo / "example-repo"))
+    assert directory_run.returncode == 0, directory_run.stderr
+    assert (tmp_path / "state" / "state.json").exists()

@@ -6,10 +6,13 @@ and ``arping``. Every wait polls a condition with a deadline.
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,11 +37,34 @@ KEY = b"netns-test-heartbeat-key-0123456789"
 VIP = "10.77.0.100"
 
 
+NOBODY = 65534  # the speaker's user and group in least_privilege_prefix()
+
+
 @pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    (tmp_path / "table").mkdir()
-    (tmp_path / "key").write_bytes(KEY + b"\n")
-    return tmp_path
+def workdir(tmp_path: Path) -> Iterator[Path]:
+    """The speakers' files, in a directory of their own that the unprivileged speaker can read.
+
+    Not in ``tmp_path``: pytest keeps its temporary tree root-only (0700), where a speaker running
+    as nobody could not reach its table or heartbeat key. The key is readable by its owner (root,
+    for speakers running as root without CAP_DAC_OVERRIDE) and by nobody's group, as a Secret
+    mounted for the speaker's group would be, and by no one else. The logs are kept in
+    ``tmp_path`` afterwards, for a failure to be read.
+    """
+    work = Path(tempfile.mkdtemp(prefix="portside-netns-"))
+    try:
+        os.chown(work, 0, NOBODY)
+        work.chmod(0o750)
+        (work / "table").mkdir(mode=0o755)
+        key = work / "key"
+        key.touch(mode=0o600)
+        os.chown(key, 0, NOBODY)
+        key.chmod(0o440)
+        key.write_bytes(KEY + b"\n")
+        yield work
+    finally:
+        for log in work.glob("*.log"):
+            shutil.copy(log, tmp_path / log.name)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def write_table(workdir: Path, topology: Topology, announcements: list[Announcement], generation: int = 1,

@@ -193,8 +193,12 @@ def run(args: argparse.Namespace) -> int:
 
         elector = LeaderElector(client.ApiClient(api.configuration), args.namespace, identity,
                                 lease_duration=args.lease_duration, retry_period=min(2.0, args.lease_duration / 5))
+    secrets = source.secrets() if isinstance(source, GitSource) else []
+    if secret is not None:
+        secrets.append(secret.decode(errors="replace"))
     controller = Controller(source, reconcile_checkout, timing=timing, status=status, metrics=metrics,
-                            is_leader=elector.is_leader if elector else lambda: True, events=events)
+                            is_leader=elector.is_leader if elector else lambda: True, events=events,
+                            secrets=secrets)
     log.info("portside run: %s -> %s (identity %s)", source.describe(), backend.description, identity)
     if args.once:
         controller.step(frozenset({Trigger.STARTUP}))

@@ -4,7 +4,10 @@ Anything may ask for a reconcile (a poll timer, a webhook, a directory save, a w
 periodic resync, a new leadership). Requests arriving while a reconcile runs collapse into one
 follow-up. A revision that fails to load or validate is never applied: the last good one stays in
 force, and drift repair and new Services keep being served from it. Temporary errors (a dead
-remote, 429, 5xx) back off with jitter and retry; nothing here lets an exception end the loop.
+remote, 429, 5xx) back off with jitter and retry. Nothing here lets an exception end the loop: an
+unexpected one (a bug, in the source or anywhere a reconcile reaches) is shown like any other error
+(``/status``, an Event, ``portside_errors_total{kind="internal"}``), secrets masked, and retried with
+backoff, since the next attempt may well pass.
 """
 
 from __future__ import annotations
@@ -14,11 +17,13 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
+import traceback
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from reconciler.common.errors import ConfigError, PlanRefused, PortsideError, SignatureError, SourceError
+from reconciler.common.secrets import environment_secrets, redact
 from reconciler.controller.status import ControllerMetrics, StatusBoard
 from reconciler.source import Checkout, Source
 
@@ -44,6 +49,9 @@ FORCING = frozenset({Trigger.STARTUP, Trigger.WATCH, Trigger.RESYNC, Trigger.RET
                      Trigger.ADDRESS})
 # A human or a new commit asked: do not make them wait out a backoff.
 URGENT = frozenset({Trigger.STARTUP, Trigger.WEBHOOK, Trigger.SOURCE, Trigger.LEADER})
+# The Event reason for each error kind a human should see in `kubectl get events`.
+EVENT_REASONS = {"config": "InvalidRevision", "signature": "UnverifiedRevision", "refused": "PlanRefused",
+                 "internal": "ReconcileError"}
 
 
 class ReconcileOutcome(Protocol):
@@ -100,10 +108,16 @@ def error_kind(exc: BaseException) -> str:
 
 
 def error_lines(exc: BaseException) -> list[str]:
-    """Status lines: one per diagnostic (``file:line:col: message``) for a broken revision."""
+    """Status lines: one per diagnostic (``file:line:col: message``) for a broken revision; an
+    unexpected exception shows its type too (``TypeError: ...``), since its message alone rarely
+    says what went wrong."""
     if isinstance(exc, ConfigError):
         return [str(d) for d in exc.diagnostics]
-    return [str(exc) or type(exc).__name__]
+    if isinstance(exc, PortsideError):
+        return [str(exc) or type(exc).__name__]
+    message = str(exc).strip()
+    return [f"internal error: {type(exc).__name__}: {message}" if message else
+            f"internal error: {type(exc).__name__}"]
 
 
 class Controller:
@@ -112,7 +126,7 @@ class Controller:
     def __init__(self, source: Source, reconcile_fn: ReconcileFn, *, timing: Timing = Timing(),
                  status: StatusBoard | None = None, metrics: ControllerMetrics | None = None,
                  is_leader: Callable[[], bool] = lambda: True, events: EventSink | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, secrets: Sequence[str] = ()) -> None:
         self.source = source
         self.reconcile_fn = reconcile_fn
         self.timing = timing
@@ -121,6 +135,9 @@ class Controller:
         self.is_leader = is_leader
         self.events = events
         self.clock = clock
+        # Masked in every error shown (status, Events, logs): a library may put a token or a URL
+        # with credentials into an exception message.
+        self._secrets = [*secrets, *environment_secrets()]
         self._cond = threading.Condition()
         self._pending: set[Trigger] = set()
         self._head: Checkout | None = None  # what the source last returned
@@ -199,7 +216,15 @@ class Controller:
     # -- one step ------------------------------------------------------------------------------------
 
     def step(self, reasons: frozenset[Trigger]) -> None:
-        """Handle one coalesced batch of triggers: maybe fetch, maybe reconcile."""
+        """Handle one coalesced batch of triggers: maybe fetch, maybe reconcile. Never raises."""
+        try:
+            self._step(reasons)
+        except Exception as exc:  # the last net: each stage handles its own errors, a bug must not kill us
+            self._log_unexpected(exc, "a reconcile step")
+            self._record_error(exc, revision=None)
+            self._schedule_retry()
+
+    def _step(self, reasons: frozenset[Trigger]) -> None:
         leader = self.is_leader()
         self.status.update(leader=leader)
         if not leader:
@@ -215,11 +240,13 @@ class Controller:
         started = self.clock()
         try:
             head = self.source.sync()
-        except (SourceError, ConfigError) as exc:
+        except Exception as exc:  # a bug in the source too: shown, retried, the loop goes on
+            if not isinstance(exc, PortsideError):
+                self._log_unexpected(exc, f"fetching {self.source.describe()}")
             self.metrics.fetches.inc(result="error")
-            self._standing = error_lines(exc)
+            self._standing = self._lines(exc)
             self._record_error(exc, revision=None)
-            if exc.temporary:
+            if not isinstance(exc, PortsideError) or exc.temporary:
                 self._sync_failed = True
                 self._schedule_retry()
             else:
@@ -256,8 +283,9 @@ class Controller:
             return checkout
         try:
             return self.source.checkout(checkout.revision)
-        except PortsideError as exc:
-            log.warning("cannot restore the last good revision %s: %s", checkout.revision, exc)
+        except Exception as exc:
+            log.warning("cannot restore the last good revision %s: %s", checkout.revision,
+                        "; ".join(self._lines(exc)))
             return None
 
     def _reconcile(self, checkout: Checkout, reasons: frozenset[Trigger]) -> None:
@@ -271,10 +299,10 @@ class Controller:
             self.reconciles += 1
             self._finish(started, error_kind(exc))
             if not isinstance(exc, PortsideError):
-                log.exception("reconcile of %s failed unexpectedly", checkout.revision)
+                self._log_unexpected(exc, f"the reconcile of {checkout.revision}")
             if isinstance(exc, ConfigError | SignatureError):
                 self._broken = checkout.revision
-                self._standing = error_lines(exc)
+                self._standing = self._lines(exc)
                 self._clear_retry()
             self._record_error(exc, revision=checkout.revision)
             if not isinstance(exc, ConfigError | SignatureError | PlanRefused):
@@ -299,7 +327,8 @@ class Controller:
         elif not self._sync_failed:  # a dead remote keeps its own retry going
             self._clear_retry()
         self.status.update(lastAppliedRevision=checkout.revision, lastPlanSummary=dict(outcome.summary),
-                           errors=self._standing + apply_errors, lastReconcileTime=time.time())
+                           errors=self._standing + [self._redact(e) for e in apply_errors],
+                           lastReconcileTime=time.time())
         self.status.keep_outcome(outcome)
         if outcome.changes_applied:
             log.info("applied %d change(s) from revision %s", outcome.changes_applied, checkout.revision)
@@ -308,21 +337,36 @@ class Controller:
         self.metrics.reconciles.inc(result=result)
         self.metrics.observe_duration(self.clock() - started)
 
+    def _redact(self, text: str) -> str:
+        return redact(text, self._secrets)
+
+    def _lines(self, exc: BaseException) -> list[str]:
+        return [self._redact(line) for line in error_lines(exc)]
+
+    def _log_unexpected(self, exc: BaseException, during: str) -> None:
+        """The traceback, for whoever fixes the bug, with secrets masked like everything else."""
+        trace = "".join(traceback.format_exception(exc)).rstrip()
+        log.error("unexpected error during %s:\n%s", during, self._redact(trace))
+
     def _record_error(self, exc: BaseException, revision: str | None) -> None:
         kind = error_kind(exc)
-        lines = error_lines(exc)
+        lines = self._lines(exc)
         self.metrics.errors.inc(kind=kind)
         shown = lines if lines == self._standing else self._standing + lines
         self.status.update(errors=shown, lastReconcileTime=time.time())
         where = f"revision {revision}" if revision else self.source.describe()
         log.warning("%s: %s error: %s", where, kind, "; ".join(lines[:5]))
-        if self.events is not None and kind in ("config", "signature", "refused"):
-            reason = {"config": "InvalidRevision", "signature": "UnverifiedRevision",
-                      "refused": "PlanRefused"}[kind]
-            message = f"{where}: " + "\n".join(lines[:20])
-            if self._last_event != (reason, message):  # one Event per problem, not one per poll
-                self._last_event = (reason, message)
-                self.events("Warning", reason, message)
+        reason = EVENT_REASONS.get(kind)
+        if self.events is None or reason is None:
+            return
+        message = f"{where}: " + "\n".join(lines[:20])
+        if self._last_event == (reason, message):  # one Event per problem, not one per poll
+            return
+        self._last_event = (reason, message)
+        try:
+            self.events("Warning", reason, message)
+        except Exception as error:  # recording an Event is best effort: the status still says it
+            log.warning("could not record event %s: %s", reason, self._redact(str(error)))
 
     def _schedule_retry(self) -> None:
         self._failures += 1

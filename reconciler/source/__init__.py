@@ -29,7 +29,8 @@ class Source(Protocol):
 
         Raises ``SourceError`` (temporary: a dead remote, try again later), ``SignatureError``
         (the head commit is not verified; permanent for that commit) or ``ConfigError`` (the
-        revision cannot be loaded at all, e.g. the configured sub-path is missing).
+        revision cannot be loaded at all, e.g. the configured sub-path is missing, or it holds a
+        path or a link that leads outside the repository).
         """
         ...
 

@@ -12,7 +12,6 @@ import base64
 import contextlib
 import fcntl
 import hashlib
-import io
 import logging
 import os
 import re
@@ -20,17 +19,21 @@ import shlex
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Literal
+from typing import BinaryIO, Literal, cast
 from urllib.parse import urlsplit, urlunsplit
 
+# Without a git executable GitPython fails at import, which would take `portside run --source DIR`
+# down with it; GitSource says what is missing instead.
+os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 import git
 
 from reconciler.common.errors import ConfigError, Diagnostic, SignatureError, SourceError, UsageError
-from reconciler.common.secrets import read_secret_file
+from reconciler.common.secrets import read_secret_file, redact
 from reconciler.source import Checkout
+from reconciler.source.archive import extract_tree
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +42,9 @@ SSH_KEY_ENV = "PORTSIDE_GIT_SSH_KEY"
 LOCAL_REF = "refs/portside/head"
 FETCH_TIMEOUT = 120.0  # seconds; a hung remote must not hang the controller forever
 KEEP_TREES = 4
+ARCHIVE_IN_MEMORY = 8 << 20  # bytes of a revision's tar kept in memory before it spills to disk
 _HEX_SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
-_URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s]+@", re.IGNORECASE)
+_INVALID_PATH = re.compile(r"invalid path '(.*?)'?$")
 
 RefKind = Literal["head", "branch", "tag", "commit", "name"]
 
@@ -170,13 +174,6 @@ def split_credentials(url: str) -> tuple[str, str | None, str | None]:
     return clean, parts.password, parts.username
 
 
-def redact(text: str, secrets: Sequence[str]) -> str:
-    """Remove every secret, and any ``user:password@`` in a URL, from ``text``."""
-    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return _URL_USERINFO.sub(r"\g<scheme>***@", text)
-
-
 @dataclass(frozen=True)
 class SignaturePolicy:
     """Commit signature verification: SSH (allowed signers file) and/or GPG (a GNUPGHOME)."""
@@ -200,6 +197,9 @@ class GitSource:
     def __init__(self, url: str, *, ref: str | None = None, path: str = "", cache_dir: Path,
                  auth: GitAuth | None = None, verify: SignaturePolicy | None = None,
                  depth: int = 1, fetch_timeout: float = FETCH_TIMEOUT) -> None:
+        if shutil.which("git") is None:
+            raise UsageError("a git source needs the git program, which is not installed "
+                             "(on Debian: apt-get install git)")
         clean_url, url_token, url_user = split_credentials(url)
         auth = auth or GitAuth()
         if url_token and not auth.token:
@@ -218,6 +218,10 @@ class GitSource:
         self._trees = self.home / "trees"
         self._repo: git.Repo | None = None
         self._verified: set[str] = set()
+
+    def secrets(self) -> list[str]:
+        """What must never appear in output: the token, in every form it is sent."""
+        return list(self._secrets)
 
     def describe(self) -> str:
         ref = self.ref.name or "HEAD"
@@ -308,11 +312,7 @@ class GitSource:
             self._trees.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".{sha}.", dir=self._trees))
             try:
-                buffer = io.BytesIO()
-                repo.archive(buffer, sha, format="tar")
-                buffer.seek(0)
-                with tarfile.open(fileobj=buffer) as archive:
-                    archive.extractall(tmp, filter="data")
+                self._export(repo, sha, tmp)
                 tmp.rename(tree)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -323,6 +323,26 @@ class GitSource:
             raise ConfigError([Diagnostic(self.subpath, 1, 1,
                                           f"--path {self.subpath!r} is not a directory in revision {sha}")])
         return Checkout(sha, root)
+
+    def _export(self, repo: git.Repo, sha: str, destination: Path) -> None:
+        """Unpack revision ``sha`` into ``destination``; nothing in it may lead outside."""
+        # Spooled: a small repository stays in memory, a big one goes to disk, never all in RAM.
+        with tempfile.SpooledTemporaryFile(max_size=ARCHIVE_IN_MEMORY, dir=str(self.home)) as archive:
+            try:
+                repo.archive(cast(BinaryIO, archive), sha, format="tar")
+            except git.GitCommandError as exc:
+                detail = _last_line(redact(str(exc.stderr or ""), self._secrets)) or "no output"
+                invalid = _INVALID_PATH.search(detail)
+                if invalid:  # git itself refuses to export a tree naming ../x or /x: the commit is bad
+                    raise ConfigError([Diagnostic(invalid.group(1), 1, 1,
+                                                  f"git refuses this path in revision {sha} ({detail}); "
+                                                  "the revision is not used")]) from None
+                raise SourceError(f"{self.describe()}: cannot export revision {sha}: {detail}") from None
+            archive.seek(0)
+            try:
+                extract_tree(archive, destination)
+            except tarfile.TarError as exc:
+                raise SourceError(f"{self.describe()}: revision {sha} did not unpack: {exc}") from None
 
     def _prune(self, keep: Path) -> None:
         """Keep the newest few trees: old ones are re-exported on demand from the object store."""
