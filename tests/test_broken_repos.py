@@ -196,6 +196,16 @@ CASES = [
          "give exactly one of service (an in-cluster Service) or url", base=TUNNEL),
     Case("bad-duration", route(extra="  originRequest:\n    connectTimeout: 10 seconds\n"), "broken.yaml:10:21",
          '"10 seconds" is not a duration', base=TUNNEL),
+    Case("negative-duration", route(extra="  originRequest:\n    connectTimeout: -5\n"), "broken.yaml:10:21",
+         "spec.originRequest.connectTimeout: -5 seconds is negative", base=TUNNEL),
+    Case("negative-go-duration", route(extra="  originRequest:\n    tcpKeepAlive: -1m30s\n"), "broken.yaml:10:19",
+         'spec.originRequest.tcpKeepAlive: "-1m30s" is negative', base=TUNNEL),
+    Case("zero-duration", TUNNEL + "  originRequest:\n    keepAliveTimeout: 0s\n", "broken.yaml:11:23",
+         'spec.originRequest.keepAliveTimeout: "0s" is zero, which cloudflared reads as no timeout'),
+    Case("duration-beyond-go", route(extra="  originRequest:\n    tlsTimeout: 99999999999999999999999\n"),
+         "broken.yaml:10:17", "is longer than the longest duration cloudflared can hold", base=TUNNEL),
+    Case("go-duration-overflow", route(extra="  originRequest:\n    tlsTimeout: 2562048h\n"),
+         "broken.yaml:10:17", '"2562048h" is longer than the longest duration', base=TUNNEL),
 ]
 
 

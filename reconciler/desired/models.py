@@ -8,10 +8,18 @@ field or document (overlapping pools, references) live in :mod:`reconciler.desir
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic_core import PydanticCustomError
+
+from reconciler.desired.durations import (
+    MAX_NANOSECONDS,
+    MAX_SECONDS,
+    DurationError,
+    duration_nanoseconds,
+    nanoseconds_to_seconds,
+)
 
 PORTSIDE_API = "portside.io/v1alpha1"
 METALLB_API = "metallb.io/v1beta1"
@@ -23,18 +31,40 @@ DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 Name = Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)]
 Namespace = Annotated[str, StringConstraints(min_length=1, max_length=63, pattern=DNS_LABEL)]
 NonEmpty = Annotated[str, StringConstraints(min_length=1)]
-# cloudflared accepts Go durations ("30s", "1m30s") in YAML and integer seconds in the API.
-Duration = Annotated[str, StringConstraints(pattern=r"^(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$")] | int
+# cloudflared accepts Go durations ("30s", "1m30s") in YAML and integer seconds in the API. The
+# pattern is Go's grammar (for editors); the validator then parses the value as Go does and
+# refuses what cloudflared would refuse or misread: negative, zero (Go reads 0 as "no timeout"
+# or "the default", never as zero) and longer than time.Duration holds (about 292 years).
+GO_DURATION_PATTERN = r"^[-+]?(0|((\d+\.?\d*|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h))+)$"
 
-_GO_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
-_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+def _positive_duration(value: str | int) -> str | int:
+    try:
+        nanoseconds = duration_nanoseconds(value)
+    except DurationError as exc:
+        raise PydanticCustomError("duration", str(exc)) from None
+    shown = f'"{value}"' if isinstance(value, str) else f"{value} seconds"
+    if nanoseconds < 0:
+        raise PydanticCustomError("duration", f"{shown} is negative: a duration must be positive")
+    if nanoseconds == 0:
+        raise PydanticCustomError(
+            "duration", f"{shown} is zero, which cloudflared reads as no timeout or its default, not "
+            "as zero: give a positive duration, or leave the field out for cloudflared's default")
+    if nanoseconds > MAX_NANOSECONDS:
+        raise PydanticCustomError(
+            "duration", f"{shown} is longer than the longest duration cloudflared can hold "
+            f"({MAX_SECONDS} seconds, about 292 years)")
+    return value
 
 
-def duration_seconds(value: str | int) -> float:
-    """A Go duration string or integer seconds, as seconds."""
-    if isinstance(value, int):
-        return float(value)
-    return sum(float(n) * _UNIT_SECONDS[u] for n, u in _GO_DURATION_PART.findall(value))
+Duration = Annotated[
+    Annotated[str, StringConstraints(pattern=GO_DURATION_PATTERN)] | int, AfterValidator(_positive_duration)
+]
+
+
+def duration_seconds(value: str | int) -> int | float:
+    """A Go duration string or integer seconds, as seconds (an int when whole)."""
+    return nanoseconds_to_seconds(duration_nanoseconds(value))
 
 
 class Strict(BaseModel):
