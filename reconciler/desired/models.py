@@ -10,7 +10,16 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from reconciler.desired.durations import (
@@ -181,13 +190,25 @@ class ExposedPort(Strict):
 
 class ServiceExposureSpec(Strict):
     service: ServiceRef
-    pool: Name | None = None
+    # The schema says "a name" only: a written null is refused below (absent means any pool).
+    pool: Annotated[Name | None, WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 253,
+                                                 "pattern": DNS_SUBDOMAIN})] = None
     addresses: list[NonEmpty] = Field(default_factory=list, max_length=2)
     sharingKey: NonEmpty | None = None
     # Used only where no live Service exists (the local state directory): the stand-in's shape.
     ports: list[ExposedPort] = Field(default_factory=list)
     externalTrafficPolicy: Literal["Cluster", "Local"] = "Cluster"
     ipFamilyPolicy: Literal["SingleStack", "PreferDualStack", "RequireDualStack"] = "SingleStack"
+
+    @field_validator("pool", mode="before")
+    @classmethod
+    def _pool_named_when_written(cls, value: object) -> object:
+        # "pool:" with nothing after it (or a template that rendered empty) must not quietly mean
+        # "any pool": leaving the field out says that.
+        if value is None:
+            raise PydanticCustomError("null_pool", "pool is empty (null): name an IPAddressPool, or leave "
+                                      "the field out to take an address from any pool with autoAssign")
+        return value
 
 
 class ServiceExposure(Strict):

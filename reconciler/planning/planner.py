@@ -79,7 +79,8 @@ def _make_plan(desired: DesiredState, live: LiveState, options: PlanOptions | No
         artifacts[ANNOUNCEMENTS_ARTIFACT] = table_text
 
     service_ips = {a.key: a.ips for a in allocations if a.ips}
-    tunnel_plan = plan_tunnels(desired, live.tunnels, live.zones, service_ips, options.owner_id)
+    tunnel_plan = plan_tunnels(desired, live.tunnels, live.zones, service_ips, options.owner_id,
+                               live_services={s.key for s in live.services})
     changes.extend(tunnel_plan.changes)
     artifacts.update(tunnel_plan.artifacts)
 
