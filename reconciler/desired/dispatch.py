@@ -76,15 +76,20 @@ class Refused:
 
 Verdict = Ours | Skipped | Refused
 
+_OURS: dict[tuple[object, object], Ours] = {key: Ours(model) for key, model in KINDS.items()}
+
 
 def dispatch(document: Any) -> Verdict:
     """What to do with one (non-empty) YAML document."""
     if not isinstance(document, dict):
         return _not_a_mapping(document)
     api_version, kind = document.get("apiVersion"), document.get("kind")
-    model = KINDS.get((api_version, kind)) if isinstance(api_version, str) and isinstance(kind, str) else None
-    if model is not None:
-        return Ours(model)
+    try:
+        ours = _OURS.get((api_version, kind))  # the hot path: one lookup, nothing allocated
+    except TypeError:  # a list or a mapping where a string belongs
+        ours = None
+    if ours is not None:
+        return ours
     if not isinstance(kind, str) or not kind:
         kind = None
     if not isinstance(api_version, str) or not api_version:

@@ -8,6 +8,7 @@ field or document (overlapping pools, references) live in :mod:`reconciler.desir
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -48,22 +49,28 @@ GO_DURATION_PATTERN = r"^[-+]?(0|((\d+\.?\d*|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m
 
 
 def _positive_duration(value: str | int) -> str | int:
+    problem = _duration_problem(value)
+    if problem is not None:
+        raise PydanticCustomError("duration", problem)
+    return value
+
+
+@functools.lru_cache(maxsize=512)  # a repo repeats a few durations ("10s", "30s") thousands of times
+def _duration_problem(value: str | int) -> str | None:
     try:
         nanoseconds = duration_nanoseconds(value)
     except DurationError as exc:
-        raise PydanticCustomError("duration", str(exc)) from None
+        return str(exc)
     shown = f'"{value}"' if isinstance(value, str) else f"{value} seconds"
     if nanoseconds < 0:
-        raise PydanticCustomError("duration", f"{shown} is negative: a duration must be positive")
+        return f"{shown} is negative: a duration must be positive"
     if nanoseconds == 0:
-        raise PydanticCustomError(
-            "duration", f"{shown} is zero, which cloudflared reads as no timeout or its default, not "
-            "as zero: give a positive duration, or leave the field out for cloudflared's default")
+        return (f"{shown} is zero, which cloudflared reads as no timeout or its default, not as zero: "
+                "give a positive duration, or leave the field out for cloudflared's default")
     if nanoseconds > MAX_NANOSECONDS:
-        raise PydanticCustomError(
-            "duration", f"{shown} is longer than the longest duration cloudflared can hold "
-            f"({MAX_SECONDS} seconds, about 292 years)")
-    return value
+        return (f"{shown} is longer than the longest duration cloudflared can hold "
+                f"({MAX_SECONDS} seconds, about 292 years)")
+    return None
 
 
 Duration = Annotated[
