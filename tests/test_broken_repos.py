@@ -319,7 +319,8 @@ def test_cli_as_a_subprocess_exit_codes_and_text(tmp_path: Path) -> None:
     assert good.returncode == 0, good.stdout + good.stderr
     assert json.loads(good.stdout) == {
         "valid": True, "errors": [], "warnings": [], "documents": 1, "skippedSummary": None,
-        "skipped": {"otherKinds": 0, "notManifests": 0, "unsupportedKinds": 0, "empty": 0, "ignoredPaths": 0}}
+        "skipped": {"otherKinds": 0, "notManifests": 0, "unsupportedKinds": 0, "empty": 0, "ignoredPaths": 0,
+                    "helmCharts": 0}}
 
 
 def test_missing_path_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -127,6 +127,10 @@ def mixed_repo(root: Path) -> Path:
         "apps/other-tunnel.yaml": INLETS_TUNNEL,
         "metallb/bgp.yaml": BGP_PEER,
         ".github/workflows/ci.yml": WORKFLOW,
+        # A Helm chart: its templates are not YAML until rendered, so the whole chart is left out.
+        "charts/blog/Chart.yaml": "apiVersion: v2\nname: blog\nversion: 0.1.0\n",
+        "charts/blog/templates/service.yaml": "apiVersion: v1\nkind: Service\nmetadata:\n"
+                                             "  name: {{ .Release.Name }}\n{{- if .Values.lb }}\n",
     })
 
 
@@ -143,15 +147,16 @@ def test_a_mixed_repo_validates_and_counts_what_it_skipped(tmp_path: Path,
     # Deployment, ServiceAccount, the inlets Tunnel, the kustomization and the Helm values; never the
     # workflow under .github.
     assert lines[-1] == (f"{repo}: 4 document(s) in 7 file(s), valid; 5 documents of other kinds and 1 of "
-                         "unsupported MetalLB kinds skipped")
+                         "unsupported MetalLB kinds skipped; 1 Helm chart skipped")
 
     code = main(["validate", str(repo), "--format", "json"])
     report = json.loads(capsys.readouterr().out)
     assert code == 0
     assert report["valid"] is True and report["documents"] == 4
     assert report["skipped"] == {"otherKinds": 3, "notManifests": 2, "unsupportedKinds": 1, "empty": 1,
-                                 "ignoredPaths": 0}
-    assert report["skippedSummary"] == "5 documents of other kinds and 1 of unsupported MetalLB kinds skipped"
+                                 "ignoredPaths": 0, "helmCharts": 1}
+    assert report["skippedSummary"] == ("5 documents of other kinds and 1 of unsupported MetalLB kinds skipped; "
+                                        "1 Helm chart skipped")
     assert [w["file"] for w in report["warnings"]] == [f"{repo}/metallb/bgp.yaml"]
 
 
@@ -160,7 +165,8 @@ def test_diff_reports_what_it_skipped(tmp_path: Path, capsys: pytest.CaptureFixt
     assert main(["diff", str(repo), "--state", str(tmp_path / "state")]) == 0
     err = capsys.readouterr().err
     assert f"warning: {repo}/metallb/bgp.yaml:2:7: kind: MetalLB kind BGPPeer is not supported" in err
-    assert f"Loaded {repo}: 5 documents of other kinds and 1 of unsupported MetalLB kinds skipped." in err
+    assert (f"Loaded {repo}: 5 documents of other kinds and 1 of unsupported MetalLB kinds skipped; "
+            "1 Helm chart skipped.") in err
 
 
 @pytest.mark.parametrize(("kind", "warned"), [

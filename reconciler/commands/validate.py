@@ -19,10 +19,10 @@ Load every *.yaml/*.yml file below PATH, check each document against its kind an
 whole, and report every problem as file:line:col. Nothing is planned or written.
 
 The repo may hold other manifests too: documents of other API groups (Deployments, ...) and YAML
-that is not a manifest (Helm values, CI workflows) are skipped and counted; dot-files and
-dot-directories (.git, .github) are never read; paths listed in PATH/.portsideignore (gitignore
-syntax) are left out. Warnings (a MetalLB kind portside does not support, a route to a Service
-nothing in the repo exposes) are shown but do not make the repo invalid.
+that is not a manifest (Helm values) are skipped and counted; dot-files and dot-directories (.git,
+.github) and Helm charts (directories holding a Chart.yaml) are never read; paths listed in
+PATH/.portsideignore (gitignore syntax) are left out. Warnings (a MetalLB kind portside does not
+support, a route to a Service nothing in the repo exposes) are shown but leave the repo valid.
 
 exit status: 0 valid, 1 invalid
 """
@@ -51,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
                   "skipped": {"otherKinds": result.skipped["otherKinds"],
                               "notManifests": result.skipped["notManifests"],
                               "unsupportedKinds": result.skipped["unsupportedKinds"],
-                              "empty": result.empty, "ignoredPaths": result.ignored},
+                              "empty": result.empty, "ignoredPaths": result.ignored,
+                              "helmCharts": result.helm_charts},
                   "skippedSummary": skipped}
         json.dump(report, sys.stdout, indent=2)
         sys.stdout.write("\n")

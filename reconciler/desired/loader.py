@@ -8,7 +8,8 @@ collected; nothing stops at the first one.
 The repo may be shared with other manifests (:mod:`reconciler.desired.dispatch` decides which
 documents are portside's): documents of other API groups and YAML that is not a manifest at all
 are skipped and counted, empty documents are skipped as kubectl skips them, and paths matched by
-``.portsideignore`` (gitignore syntax, at the top of the loaded directory) are not read.
+``.portsideignore`` (gitignore syntax, at the top of the loaded directory) are not read, nor are
+Helm charts (a directory holding ``Chart.yaml``: templates are YAML only once rendered).
 Directories and files whose name starts with a dot (``.git``, ``.github``, ``.portside``) are
 never part of the desired state: CI workflows are YAML too.
 """
@@ -43,6 +44,7 @@ from reconciler.desired.yamlsource import (
 
 MAX_FILE_BYTES = 1024 * 1024
 YAML_SUFFIXES = (".yaml", ".yml")
+HELM_CHART = "Chart.yaml"
 # Under invalid_names: the key of every Service a failed ServiceExposure names (a route to it
 # is not "exposed by nothing"), and the names of failed documents whose kind cannot be told.
 SERVICE_KEYS = "Service"
@@ -102,6 +104,7 @@ class LoadResult:
     skipped: Counter[Skip] = field(default_factory=Counter)  # documents that are not portside's
     empty: int = 0  # empty documents (a trailing ---, a comment-only document)
     ignored: int = 0  # paths left out by .portsideignore
+    helm_charts: int = 0  # directories holding a Chart.yaml, left out whole
     # kind -> names of documents that failed to load: references to them are not "unknown" (that
     # error would only send the user looking in the wrong place). See SERVICE_KEYS and ANY_KIND.
     invalid_names: dict[str, set[str]] = field(default_factory=dict)
@@ -120,10 +123,12 @@ class LoadResult:
         if unsupported:
             parts.append(f"{unsupported} of unsupported MetalLB kinds")
         text = " and ".join(parts) + " skipped" if parts else ""
+        notes = [text] if text else []
+        if self.helm_charts:
+            notes.append(f"{self.helm_charts} Helm chart{'s' if self.helm_charts != 1 else ''} skipped")
         if self.ignored:
-            ignored = f"{self.ignored} path{'s' if self.ignored != 1 else ''} ignored ({IGNORE_FILE})"
-            text = f"{text}; {ignored}" if text else ignored
-        return text or None
+            notes.append(f"{self.ignored} path{'s' if self.ignored != 1 else ''} ignored ({IGNORE_FILE})")
+        return "; ".join(notes) or None
 
 
 def repo_directory(root: Path) -> Path:
@@ -172,6 +177,11 @@ def _discover(base: Path, rules: IgnoreRules, result: LoadResult) -> Iterator[tu
     for dirpath, dirnames, filenames in os.walk(base, followlinks=False):
         here = Path(dirpath)
         prefix = "" if here == base else here.relative_to(base).as_posix() + "/"
+        if prefix and HELM_CHART in filenames:
+            # A Helm chart: its templates are not manifests until Helm renders them.
+            result.helm_charts += 1
+            dirnames[:] = []
+            continue
         kept = []
         for name in sorted(dirnames):
             if name.startswith("."):
