@@ -237,6 +237,17 @@ def test_a_header_typo_is_one_error_without_follow_ons(broken: str, phrase: str,
     assert lines[0].startswith(f"{repo}/pool.yaml:") and phrase in lines[0]
 
 
+def test_an_address_is_not_called_outside_every_pool_when_a_pool_failed(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    repo = write(tmp_path / "repo", {
+        "pool.yaml": POOL.replace("kind: IPAddressPool", "kind: IPAdressPool"),
+        "exposure.yaml": EXPOSURE.replace("  pool: home-pool\n", "  addresses: [192.168.1.10]\n"),
+    })
+    code, out, _ = validate(repo, capsys)
+    assert code == 1
+    assert len(out.splitlines()) == 1 and 'did you mean "IPAddressPool"?' in out, out
+
+
 def test_a_failed_exposure_silences_the_route_warning(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     repo = write(tmp_path / "repo", {
         "pool.yaml": POOL, "tunnel.yaml": TUNNEL, "route.yaml": ROUTE.format(name="blog"),

@@ -219,7 +219,8 @@ def _exposures(exposures: Iterable[LoadedDocument], pools: _Known,
                 out.append(doc.diagnostic(path, "two addresses of the same family; a dual-stack Service "
                                           "takes one IPv4 and one IPv6 address"))
             families.add(ip.version)
-            problem = _address_problem(ip, spec.pool, ranges)
+            # With no pool named, any pool may hold the address, including one that failed on its own.
+            problem = _address_problem(ip, spec.pool, ranges) if spec.pool or not pools.failed else None
             if problem is not None:
                 out.append(doc.diagnostic(path, problem))
             earlier_claim = claimed.setdefault(ip, (doc, index))
