@@ -299,3 +299,16 @@ def test_locations_in_one_message_share_the_base(tmp_path: Path, capsys: pytest.
     # diff names both places the same way
     assert main(["diff", "repo", "--state", str(tmp_path / "state")]) == 1
     assert "(first declared at repo/a/pool.yaml:4:9)" in capsys.readouterr().err
+
+
+def test_an_unreadable_ignore_file_is_an_error_not_ignored(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    repo = write(tmp_path / "repo", {"pool.yaml": POOL})
+    (repo / ".portsideignore").write_bytes(b"charts/\n\xff\n")
+    code, out, _ = validate(repo, capsys)
+    assert code == 1
+    assert out.startswith(f"{repo}/.portsideignore:2:1: not UTF-8 text"), out
+    (repo / ".portsideignore").unlink()
+    (tmp_path / "elsewhere").write_text("*.yaml\n")
+    (repo / ".portsideignore").symlink_to(tmp_path / "elsewhere")
+    code, out, _ = validate(repo, capsys)
+    assert code == 1 and "symlink leaves the repo" in out

@@ -165,6 +165,8 @@ def _ignore_rules(base: Path, diagnostics: list[Diagnostic]) -> IgnoreRules:
     path = base / IGNORE_FILE
     if not path.exists() and not path.is_symlink():
         return IgnoreRules()
+    if path.is_symlink() and _check_link(path, base, diagnostics) is None:
+        return IgnoreRules()
     data = _read(IGNORE_FILE, path, base, diagnostics)
     return IgnoreRules.parse(data.decode("utf-8-sig")) if data is not None else IgnoreRules()
 
