@@ -182,6 +182,7 @@ def test_metallb_kinds_portside_lacks_are_skipped_with_a_warning(kind: str, warn
     code, out, _ = validate(tmp_path, capsys)
     assert code == 0, out
     assert f"metallb.yaml:11:7: warning: kind: {warned}" in out
+    assert out.splitlines()[-1].endswith("valid; 1 document of unsupported MetalLB kinds skipped")
 
 
 # --- .portsideignore ------------------------------------------------------------------------------

@@ -114,14 +114,15 @@ class LoadResult:
         return not self.diagnostics
 
     def skipped_summary(self) -> str | None:
-        """"12 documents of other kinds skipped", or None when nothing was left out."""
+        """A line such as "12 documents of other kinds skipped"; None when nothing was left out."""
         other = self.skipped["otherKinds"] + self.skipped["notManifests"]
         parts = []
         if other:
             parts.append(f"{other} document{'s' if other != 1 else ''} of other kinds")
         unsupported = self.skipped["unsupportedKinds"]
         if unsupported:
-            parts.append(f"{unsupported} of unsupported MetalLB kinds")
+            noun = "" if other else (" documents" if unsupported != 1 else " document")
+            parts.append(f"{unsupported}{noun} of unsupported MetalLB kinds")
         text = " and ".join(parts) + " skipped" if parts else ""
         notes = [text] if text else []
         if self.helm_charts:
