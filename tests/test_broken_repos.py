@@ -123,7 +123,27 @@ CASES = [
          "tag !cidr is not allowed"),
     Case("deep-nesting", POOL + "  serviceAllocation: " + "[" * 100 + "]" * 100 + "\n", "broken.yaml:9:84",
          "nest deeper than 64 levels"),
-    Case("empty-document", POOL + "---\n---\n" + TUNNEL, "broken.yaml:9:1", "empty document"),
+    Case("tab-indentation", POOL.replace("  name: lan\n", "\tname: lan\n"), "broken.yaml:4:1",
+         "a tab in the indentation: YAML indents with spaces only"),
+    Case("tab-after-dash", POOL.replace("  - 192.168.1.0/24", "  -\t192.168.1.0/24"), "broken.yaml:8:4",
+         "a tab where YAML needs a space"),
+    # --- headers: near-misses of portside's and MetalLB's groups and kinds are errors -------------
+    Case("group-typo", TUNNEL.replace("portside.io/v1alpha1", "portsde.io/v1alpha1"), "broken.yaml:1:13",
+         'unknown API group "portsde.io"; did you mean "portside.io/v1alpha1"?'),
+    Case("metallb-group-typo", POOL.replace("metallb.io/v1beta1", "metalb.io/v1beta1"), "broken.yaml:1:13",
+         'did you mean "metallb.io/v1beta1"?'),
+    Case("version-typo", TUNNEL.replace("portside.io/v1alpha1", "portside.io/v1alpa1"), "broken.yaml:1:13",
+         'apiVersion "portside.io/v1alpa1" is not valid for kind Tunnel (use portside.io/v1alpha1); '
+         'did you mean "portside.io/v1alpha1"?'),
+    Case("kind-typo-in-our-group", POOL.replace("kind: IPAddressPool", "kind: IPAdressPool"), "broken.yaml:2:7",
+         'unknown kind "IPAdressPool" (known: IPAddressPool, L2Advertisement); did you mean "IPAddressPool"?'),
+    Case("our-kind-without-apiversion", POOL.replace("apiVersion: metallb.io/v1beta1\n", ""), "broken.yaml:1:1",
+         "missing apiVersion for kind IPAddressPool (use metallb.io/v1beta1 or portside.io/v1alpha1)"),
+    Case("our-kind-with-core-apiversion", POOL.replace("metallb.io/v1beta1", "v1"), "broken.yaml:1:13",
+         'apiVersion "v1" is not valid for kind IPAddressPool'),
+    Case("our-group-without-kind", TUNNEL.replace("kind: Tunnel\n", ""), "broken.yaml:1:1", "missing kind (one of:"),
+    Case("manifest-without-header", TUNNEL.replace("apiVersion: portside.io/v1alpha1\nkind: Tunnel\n", ""),
+         "broken.yaml:1:1", "missing apiVersion and kind: every manifest needs both"),
     Case("not-a-mapping", "- apiVersion: portside.io/v1alpha1\n  kind: Tunnel\n", "broken.yaml:1:1",
          "a document must be a mapping with apiVersion and kind, got a list"),
     Case("file-too-big", "", "huge.yaml:1:1", "over the limit of 1 MiB", setup=_big_file),
@@ -133,10 +153,10 @@ CASES = [
     Case("symlink-leaves-repo", "", "linked.yaml:1:1", "symlink leaves the repo", setup=_symlink_out),
     # --- pools and advertisements --------------------------------------------------------------
     Case("duplicate-pool-name", POOL.replace("192.168.1.0/24", "10.0.0.0/24"), "broken.yaml:4:9",
-         'duplicate IPAddressPool "lan" (first declared at base.yaml:4:9)', base=POOL),
+         'duplicate IPAddressPool "lan" (first declared at {repo}/base.yaml:4:9)', base=POOL),
     Case("overlapping-pools", POOL.replace("name: lan", "name: lan2").replace("192.168.1.0/24", "192.168.1.128/25"),
-         "broken.yaml:8:5", 'overlaps 192.168.1.0/24 of pool "lan" (base.yaml:8:5); MetalLB refuses overlapping pools',
-         base=POOL),
+         "broken.yaml:8:5",
+         'overlaps 192.168.1.0/24 of pool "lan" ({repo}/base.yaml:8:5); MetalLB refuses overlapping pools', base=POOL),
     Case("host-bits-set", POOL.replace("192.168.1.0/24", "192.168.1.7/24"), "broken.yaml:8:5",
          "has host bits set; did you mean 192.168.1.0/24?"),
     Case("range-reversed", POOL.replace("192.168.1.0/24", "192.168.1.200-192.168.1.100"), "broken.yaml:8:5",
@@ -150,12 +170,14 @@ CASES = [
          "  ipAddressPools:\n  - lan\n  - home-pool\n",
          "broken.yaml:8:5", 'unknown IPAddressPool "home-pool" (declared: lan)', base=POOL),
     # --- exposures -----------------------------------------------------------------------------
+    Case("exposure-null-pool", exposure("blog", pool=""), "broken.yaml:8:8",
+         "spec.pool: pool is empty (null): name an IPAddressPool, or leave the field out", base=POOL),
     Case("exposure-unknown-pool", exposure("blog", pool="wan"), "broken.yaml:8:9",
          'unknown IPAddressPool "wan" (declared: lan)', base=POOL),
     Case("ip-outside-pool", exposure("blog", "192.168.2.10"), "broken.yaml:9:15",
          '192.168.2.10 is outside pool "lan" (192.168.1.0-192.168.1.255)', base=POOL),
     Case("ip-claimed-twice", exposure("blog", "192.168.1.10") + "---\n" + exposure("wiki", "192.168.1.10"),
-         "broken.yaml:19:15", '192.168.1.10 is already requested by ServiceExposure "blog" (broken.yaml:9:15); '
+         "broken.yaml:19:15", '192.168.1.10 is already requested by ServiceExposure "blog" ({repo}/broken.yaml:9:15); '
          "give both the same sharingKey", base=POOL),
     Case("ip-not-an-address", exposure("blog", "192.168.1.300"), "broken.yaml:9:15",
          "'192.168.1.300' is not an IPv4 or IPv6 address", base=POOL),
@@ -164,7 +186,7 @@ CASES = [
          'unknown Tunnel "office" (declared: home)', base=TUNNEL),
     Case("duplicate-hostname-path", route(extra="  path: ^/api/\n") + "---\n"
          + route(name="blog-api", extra="  path: ^/api/\n"),
-         "broken.yaml:17:13", 'is already routed by TunnelRoute "blog" (broken.yaml:7:13)', base=TUNNEL),
+         "broken.yaml:17:13", 'is already routed by TunnelRoute "blog" ({repo}/broken.yaml:7:13)', base=TUNNEL),
     Case("hostname-invalid", route(hostname="my_blog.example.dev"), "broken.yaml:7:13",
          'label "my_blog" must be 1-63 letters, digits or \'-\'', base=TUNNEL),
     Case("hostname-wildcard-not-leftmost", route(hostname="blog.*.example.dev"), "broken.yaml:7:13",
@@ -196,6 +218,16 @@ CASES = [
          "give exactly one of service (an in-cluster Service) or url", base=TUNNEL),
     Case("bad-duration", route(extra="  originRequest:\n    connectTimeout: 10 seconds\n"), "broken.yaml:10:21",
          '"10 seconds" is not a duration', base=TUNNEL),
+    Case("negative-duration", route(extra="  originRequest:\n    connectTimeout: -5\n"), "broken.yaml:10:21",
+         "spec.originRequest.connectTimeout: -5 seconds is negative", base=TUNNEL),
+    Case("negative-go-duration", route(extra="  originRequest:\n    tcpKeepAlive: -1m30s\n"), "broken.yaml:10:19",
+         'spec.originRequest.tcpKeepAlive: "-1m30s" is negative', base=TUNNEL),
+    Case("zero-duration", TUNNEL + "  originRequest:\n    keepAliveTimeout: 0s\n", "broken.yaml:11:23",
+         'spec.originRequest.keepAliveTimeout: "0s" is zero, which cloudflared reads as no timeout'),
+    Case("duration-beyond-go", route(extra="  originRequest:\n    tlsTimeout: 99999999999999999999999\n"),
+         "broken.yaml:10:17", "is longer than the longest duration cloudflared can hold", base=TUNNEL),
+    Case("go-duration-overflow", route(extra="  originRequest:\n    tlsTimeout: 2562048h\n"),
+         "broken.yaml:10:17", '"2562048h" is longer than the longest duration', base=TUNNEL),
 ]
 
 
@@ -241,7 +273,7 @@ def test_broken_repo_is_refused_at_the_fault(case: Case, tmp_path: Path, capsys:
     assert len(lines) == 1, f"expected exactly one error (one fault per repo), got:\n{out}"
     # Files are named as the user reaches them: below the PATH they gave.
     assert lines[0].startswith(f"{repo}/{case.where}: "), lines[0]
-    assert case.phrase in lines[0], lines[0]
+    assert case.phrase.replace("{repo}", str(repo)) in lines[0], lines[0]
     assert _tree(repo) == before, "validate must not write anything"
     assert list(workdir.iterdir()) == []
 
@@ -255,7 +287,7 @@ def test_json_output_carries_the_same_error(case: Case, tmp_path: Path, capsys: 
     assert report["valid"] is False
     [error] = report["errors"]
     assert f"{error['file']}:{error['line']}:{error['col']}" == f"{repo}/{case.where}"
-    assert case.phrase.split(": ")[-1] in error["message"]
+    assert case.phrase.replace("{repo}", str(repo)).split(": ")[-1] in error["message"]
     assert report["documents"] >= 1
 
 
@@ -285,7 +317,10 @@ def test_cli_as_a_subprocess_exit_codes_and_text(tmp_path: Path) -> None:
     good = subprocess.run([sys.executable, "-m", "reconciler", "validate", str(repo), "--format", "json"],
                           capture_output=True, text=True, env=env, timeout=60)
     assert good.returncode == 0, good.stdout + good.stderr
-    assert json.loads(good.stdout) == {"valid": True, "errors": [], "documents": 1}
+    assert json.loads(good.stdout) == {
+        "valid": True, "errors": [], "warnings": [], "documents": 1, "skippedSummary": None,
+        "skipped": {"otherKinds": 0, "notManifests": 0, "unsupportedKinds": 0, "empty": 0, "ignoredPaths": 0,
+                    "helmCharts": 0}}
 
 
 def test_missing_path_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

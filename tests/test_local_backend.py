@@ -61,9 +61,9 @@ def test_diff_exit_codes(example: Path, tmp_path: Path) -> None:
     state_dir = str(tmp_path / "state")
     assert run_cli("diff", str(example), "--state", state_dir, "--exit-code").code == 2
     assert run_cli("diff", str(example), "--state", state_dir).code == 0
-    broken = write_repo(tmp_path / "broken", {"x.yaml": "kind: Nope\n"})
+    broken = write_repo(tmp_path / "broken", {"x.yaml": "apiVersion: portside.io/v1alpha1\nkind: Nope\n"})
     failed = run_cli("diff", str(broken), "--state", state_dir, "--exit-code")
-    assert failed.code == 1 and f"{broken}/x.yaml:1:7" in failed.err
+    assert failed.code == 1 and f"{broken}/x.yaml:2:7" in failed.err
     assert not (tmp_path / "state").exists()  # a broken repo writes nothing
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from reconciler.common.errors import StateError
-from reconciler.desired.models import Tunnel, TunnelRoute
+from reconciler.desired.models import ServiceExposure, Tunnel, TunnelRoute
 from reconciler.desired.state import DesiredState
 from reconciler.planning.live import DNSRecord, IngressRule, LiveTunnel, LiveZone
 from reconciler.planning.plan import Change
@@ -339,7 +340,35 @@ def test_dns_waiting_route_keeps_its_record() -> None:
     plan = plan_tunnels(desired([tunnel()], routes), {"home": live_tunnel([CATCH_ALL])},
                         zone("example.dev", record("blog.example.dev")), {}, OWNER)
     assert by_kind(plan, "DNSRecord") == []
-    assert plan.warnings == ["route blog.example.dev waits: Service default/blog has no IP yet"]
+    [waiting] = by_kind(plan, "TunnelRoute")
+    assert waiting.action == "conflict"
+    assert waiting.reason.startswith("route blog (blog.example.dev) waits for Service default/blog to get an IP")
+
+
+@pytest.mark.parametrize(("exposed", "live", "why"), [
+    (False, False, "no ServiceExposure in the repo exposes it and it was not found live"),
+    (False, True, "it has no LoadBalancer IP yet"),
+    (True, False, "its ServiceExposure gets no IP in this plan"),
+])
+def test_a_route_waiting_for_its_service_is_shown_not_dropped(exposed: bool, live: bool, why: str) -> None:
+    """The route is left out of the ingress rules, and the plan says so on the route itself."""
+    routes = [route("blog", "blog.example.dev", service={"name": "blog", "port": 80}),
+              route("wiki", "wiki.example.dev")]
+    state = desired([tunnel()], routes)
+    if exposed:
+        exposure = ServiceExposure.model_validate({
+            "apiVersion": "portside.io/v1alpha1", "kind": "ServiceExposure", "metadata": {"name": "blog"},
+            "spec": {"service": {"name": "blog"}}})
+        state = replace(state, exposures=(exposure,))
+    plan = plan_tunnels(state, {"home": live_tunnel([CATCH_ALL])}, {}, {}, OWNER,
+                        live_services={"default/blog"} if live else set())
+    [config] = by_kind(plan, "TunnelConfiguration")
+    assert [r["hostname"] for r in config.after if "hostname" in r] == ["wiki.example.dev"]
+    [waiting] = by_kind(plan, "TunnelRoute")
+    assert waiting.action == "conflict"
+    assert waiting.after == {"hostname": "blog.example.dev", "service": "default/blog", "tunnel": "home"}
+    assert waiting.reason == (f"route blog (blog.example.dev) waits for Service default/blog to get an IP: {why}; "
+                              "it is left out of tunnel home's ingress rules until then")
 
 
 def test_dns_unreadable_zone_is_skipped_with_warning() -> None:

@@ -7,13 +7,15 @@ from typing import Any
 
 import pytest
 
-from reconciler.desired.models import Tunnel, TunnelRoute
+from reconciler.desired.durations import parse_go_duration
+from reconciler.desired.models import OriginRequest, Tunnel, TunnelRoute
 from reconciler.planning.live import IngressRule
 from reconciler.tunnels.rules import (
     Waiting,
     fold_defaults,
     go_duration,
     origin_request_api,
+    origin_request_yaml,
     rule_from_json,
     seconds,
     tunnel_rules,
@@ -140,6 +142,16 @@ def test_duration_forms(value: str | int, api: float, go: str) -> None:
     assert go_duration(value) == go
     # Both forms mean the same number of seconds.
     assert seconds(go_duration(value)) == api
+
+
+def test_cloudflared_file_gets_go_durations_that_parse_back() -> None:
+    """What the local tunnel's config file says is what cloudflared computes: fractions and all."""
+    api = origin_request_api(OriginRequest(connectTimeout="1500ms", tlsTimeout=90, tcpKeepAlive="0.25s"))
+    assert api == {"connectTimeout": 1.5, "tlsTimeout": 90, "tcpKeepAlive": 0.25}
+    written = origin_request_yaml(api)
+    assert written == {"connectTimeout": "1.5s", "tlsTimeout": "1m30s", "tcpKeepAlive": "250ms"}
+    assert {k: parse_go_duration(str(v)) for k, v in written.items()} == {
+        "connectTimeout": 1_500_000_000, "tlsTimeout": 90_000_000_000, "tcpKeepAlive": 250_000_000}
 
 
 def test_origin_request_api_from_file_form() -> None:

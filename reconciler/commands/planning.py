@@ -61,6 +61,11 @@ def load_desired(path: Path, revision: str | None = None) -> DesiredState:
 def load_and_plan(args: argparse.Namespace, policy: ApplyPolicy) -> tuple[DesiredState, Backend, Plan]:
     revision = args.revision or git_head(args.path)
     desired = load_desired(args.path, revision)
+    directory = str(repo_directory(args.path))
+    for warning in desired.warnings:
+        print(f"warning: {warning.under(directory)}", file=sys.stderr)
+    if desired.skipped:
+        print(f"Loaded {args.path}: {desired.skipped}.", file=sys.stderr)
     backend = select_backend(args)
     # On stderr, so JSON and Markdown on stdout stay clean: which world is being planned against
     # matters (a kubeconfig in ~/.kube makes the default a cluster, not .portside/).

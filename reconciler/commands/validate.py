@@ -12,12 +12,17 @@ import sys
 from pathlib import Path
 
 from reconciler.desired.loader import load_documents, repo_directory
-from reconciler.desired.validate import validate_documents
+from reconciler.desired.validate import repo_warnings, validate_documents
 
 DESCRIPTION = """\
-Load every *.yaml/*.yml file below PATH (dot-files and dot-directories such as .git and .github
-are skipped), check each document against its kind and the repo as a whole, and report every
-problem as file:line:col. Nothing is planned or written.
+Load every *.yaml/*.yml file below PATH, check each document against its kind and the repo as a
+whole, and report every problem as file:line:col. Nothing is planned or written.
+
+The repo may hold other manifests too: documents of other API groups (Deployments, ...) and YAML
+that is not a manifest (Helm values) are skipped and counted; dot-files and dot-directories (.git,
+.github) and Helm charts (directories holding a Chart.yaml) are never read; paths listed in
+PATH/.portsideignore (gitignore syntax) are left out. Warnings (a MetalLB kind portside does not
+support, a route to a Service nothing in the repo exposes) are shown but leave the repo valid.
 
 exit status: 0 valid, 1 invalid
 """
@@ -37,20 +42,29 @@ def run(args: argparse.Namespace) -> int:
     found = [*result.diagnostics, *validate_documents(result.documents, result.invalid_names)]
     directory = str(repo_directory(Path(args.path)))
     diagnostics = sorted(d.under(directory) for d in found)
+    warnings = sorted(d.under(directory) for d in repo_warnings(result))
     valid = not diagnostics
+    skipped = result.skipped_summary()
     if args.format == "json":
         report = {"valid": valid, "errors": [d.as_dict() for d in diagnostics],
-                  "documents": result.document_count}
+                  "warnings": [d.as_dict() for d in warnings], "documents": result.document_count,
+                  "skipped": {"otherKinds": result.skipped["otherKinds"],
+                              "notManifests": result.skipped["notManifests"],
+                              "unsupportedKinds": result.skipped["unsupportedKinds"],
+                              "empty": result.empty, "ignoredPaths": result.ignored,
+                              "helmCharts": result.helm_charts},
+                  "skippedSummary": skipped}
         json.dump(report, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        for diagnostic in diagnostics:
-            where = f"{diagnostic.file}:{diagnostic.line}:{diagnostic.col}"
-            print(f"{where}: {diagnostic.path}: {diagnostic.message}" if diagnostic.path
-                  else f"{where}: {diagnostic.message}")
+        for level, found_here in (("", diagnostics), ("warning: ", warnings)):
+            for diagnostic in found_here:
+                where = f"{diagnostic.file}:{diagnostic.line}:{diagnostic.col}"
+                field = f"{diagnostic.path}: " if diagnostic.path else ""
+                print(f"{where}: {level}{field}{diagnostic.message}")
+        tail = f"; {skipped}" if skipped else ""
         if valid:
-            print(f"{args.path}: {result.document_count} document(s) in {result.files} file(s), valid")
+            print(f"{args.path}: {result.document_count} document(s) in {result.files} file(s), valid{tail}")
         else:
-            print(f"{args.path}: {len(diagnostics)} error(s)", file=sys.stderr)
+            print(f"{args.path}: {len(diagnostics)} error(s){tail}", file=sys.stderr)
     return 0 if valid else 1
-

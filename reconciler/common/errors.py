@@ -25,6 +25,9 @@ class Diagnostic:
     col: int
     message: str
     path: str = field(default="", compare=False)
+    # Other places the message names as file:line:col ("first declared at ..."): renamed with
+    # the diagnostic's own file by under(), so every location in one message has the same base.
+    related: tuple[tuple[str, int, int], ...] = field(default=(), compare=False)
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}:{self.col}"
@@ -34,7 +37,13 @@ class Diagnostic:
     def under(self, directory: str) -> Diagnostic:
         """The same problem with its file named below ``directory`` (the one the user named), so a
         terminal or a CI annotation can jump to it from where the command ran."""
-        return replace(self, file=os.path.normpath(os.path.join(directory, self.file)))
+        message = self.message
+        for file, line, col in self.related:
+            shown = os.path.normpath(os.path.join(directory, file))
+            message = message.replace(f"{file}:{line}:{col}", f"{shown}:{line}:{col}")
+        return replace(self, file=os.path.normpath(os.path.join(directory, self.file)), message=message,
+                       related=tuple((os.path.normpath(os.path.join(directory, f)), ln, c)
+                                     for f, ln, c in self.related))
 
     def as_dict(self) -> dict[str, object]:
         return {"file": self.file, "line": self.line, "col": self.col, "path": self.path,

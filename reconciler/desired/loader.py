@@ -2,18 +2,23 @@
 
 Hostile input is refused with a diagnostic and nothing else happens: files over 1 MiB, non-UTF-8
 text, symlinks that leave the repo, anything that is not a regular file, YAML syntax errors,
-unknown tags, duplicate keys, alias bombs, empty documents, unknown kinds, apiVersions and fields.
-Every problem of every file is collected; nothing stops at the first one.
+unknown tags, duplicate keys, alias bombs, unknown fields. Every problem of every file is
+collected; nothing stops at the first one.
 
+The repo may be shared with other manifests (:mod:`reconciler.desired.dispatch` decides which
+documents are portside's): documents of other API groups and YAML that is not a manifest at all
+are skipped and counted, empty documents are skipped as kubectl skips them, and paths matched by
+``.portsideignore`` (gitignore syntax, at the top of the loaded directory) are not read, nor are
+Helm charts (a directory holding ``Chart.yaml``: templates are YAML only once rendered).
 Directories and files whose name starts with a dot (``.git``, ``.github``, ``.portside``) are
-not part of the desired state and are skipped: CI workflows are YAML too.
+never part of the desired state: CI workflows are YAML too.
 """
 
 from __future__ import annotations
 
-import difflib
 import os
 import stat
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +28,10 @@ from pydantic import ValidationError
 
 from reconciler.common.errors import Diagnostic, UsageError
 from reconciler.common.gcpause import gc_paused
-from reconciler.desired.fielderrors import describe_value, explain
-from reconciler.desired.models import KINDS, Document
+from reconciler.desired.dispatch import Ours, Refused, Skip, Skipped, dispatch
+from reconciler.desired.fielderrors import explain
+from reconciler.desired.ignorefile import IGNORE_FILE, IgnoreRules
+from reconciler.desired.models import Document
 from reconciler.desired.state import Origin
 from reconciler.desired.yamlsource import (
     FieldPath,
@@ -37,7 +44,11 @@ from reconciler.desired.yamlsource import (
 
 MAX_FILE_BYTES = 1024 * 1024
 YAML_SUFFIXES = (".yaml", ".yml")
-KNOWN_KINDS = sorted({kind for _, kind in KINDS})
+HELM_CHART = "Chart.yaml"
+# Under invalid_names: the key of every Service a failed ServiceExposure names (a route to it
+# is not "exposed by nothing"), and the names of failed documents whose kind cannot be told.
+SERVICE_KEYS = "Service"
+ANY_KIND = "*"
 
 
 @dataclass(frozen=True)
@@ -71,11 +82,14 @@ class LoadedDocument:
         line, col = self.source.key_position(parts) if key else self.source.position(parts)
         return Origin(self.file, line, col)
 
-    def diagnostic(self, path: FieldPath | str, message: str, key: bool = False) -> Diagnostic:
-        """A problem with the field at ``path`` of this document."""
+    def diagnostic(self, path: FieldPath | str, message: str, key: bool = False,
+                   related: tuple[Origin, ...] = ()) -> Diagnostic:
+        """A problem with the field at ``path`` of this document; ``related``: the other places
+        ``message`` names (they get the same base directory as this one when shown)."""
         where = self.origin_of(path, key)
         text_path = path if isinstance(path, str) else format_path(path)
-        return Diagnostic(where.file, where.line, where.col, message, text_path)
+        return Diagnostic(where.file, where.line, where.col, message, text_path,
+                          tuple((o.file, o.line, o.col) for o in related))
 
 
 @dataclass
@@ -84,15 +98,38 @@ class LoadResult:
 
     documents: list[LoadedDocument] = field(default_factory=list)
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    warnings: list[Diagnostic] = field(default_factory=list)  # shown, but the repo is still valid
     files: int = 0
-    document_count: int = 0  # YAML documents seen, including those that failed
+    document_count: int = 0  # portside's documents seen, including those that failed
+    skipped: Counter[Skip] = field(default_factory=Counter)  # documents that are not portside's
+    empty: int = 0  # empty documents (a trailing ---, a comment-only document)
+    ignored: int = 0  # paths left out by .portsideignore
+    helm_charts: int = 0  # directories holding a Chart.yaml, left out whole
     # kind -> names of documents that failed to load: references to them are not "unknown" (that
-    # error would only send the user looking in the wrong place).
+    # error would only send the user looking in the wrong place). See SERVICE_KEYS and ANY_KIND.
     invalid_names: dict[str, set[str]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         return not self.diagnostics
+
+    def skipped_summary(self) -> str | None:
+        """A line such as "12 documents of other kinds skipped"; None when nothing was left out."""
+        other = self.skipped["otherKinds"] + self.skipped["notManifests"]
+        parts = []
+        if other:
+            parts.append(f"{other} document{'s' if other != 1 else ''} of other kinds")
+        unsupported = self.skipped["unsupportedKinds"]
+        if unsupported:
+            noun = "" if other else (" documents" if unsupported != 1 else " document")
+            parts.append(f"{unsupported}{noun} of unsupported MetalLB kinds")
+        text = " and ".join(parts) + " skipped" if parts else ""
+        notes = [text] if text else []
+        if self.helm_charts:
+            notes.append(f"{self.helm_charts} Helm chart{'s' if self.helm_charts != 1 else ''} skipped")
+        if self.ignored:
+            notes.append(f"{self.ignored} path{'s' if self.ignored != 1 else ''} ignored ({IGNORE_FILE})")
+        return "; ".join(notes) or None
 
 
 def repo_directory(root: Path) -> Path:
@@ -114,7 +151,8 @@ def load_documents(root: Path) -> LoadResult:
         base = root.parent.resolve()
     else:
         base = root.resolve()
-        files = list(_discover(base, result.diagnostics))
+        rules = _ignore_rules(base, result.diagnostics)
+        files = list(_discover(base, rules, result))
     with gc_paused():
         for rel, path in files:
             result.files += 1
@@ -124,22 +162,50 @@ def load_documents(root: Path) -> LoadResult:
     return result
 
 
-def _discover(base: Path, diagnostics: list[Diagnostic]) -> Iterator[tuple[str, Path]]:
+def _ignore_rules(base: Path, diagnostics: list[Diagnostic]) -> IgnoreRules:
+    path = base / IGNORE_FILE
+    if not path.exists() and not path.is_symlink():
+        return IgnoreRules()
+    if path.is_symlink() and _check_link(path, base, diagnostics) is None:
+        return IgnoreRules()
+    data = _read(IGNORE_FILE, path, base, diagnostics)
+    return IgnoreRules.parse(data.decode("utf-8-sig")) if data is not None else IgnoreRules()
+
+
+def _discover(base: Path, rules: IgnoreRules, result: LoadResult) -> Iterator[tuple[str, Path]]:
     """(relative name, path) of every YAML file below ``base``, in a stable order."""
+    diagnostics = result.diagnostics
     seen: set[Path] = set()
     links: list[tuple[str, Path]] = []
     for dirpath, dirnames, filenames in os.walk(base, followlinks=False):
         here = Path(dirpath)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in list(dirnames):
+        prefix = "" if here == base else here.relative_to(base).as_posix() + "/"
+        if prefix and HELM_CHART in filenames:
+            # A Helm chart: its templates are not manifests until Helm renders them.
+            result.helm_charts += 1
+            dirnames[:] = []
+            continue
+        kept = []
+        for name in sorted(dirnames):
+            if name.startswith("."):
+                continue
+            if rules.patterns and rules.ignores(prefix + name, True):
+                result.ignored += 1  # not entered: nothing below it can be re-included (as in git)
+                continue
             if (here / name).is_symlink():
-                dirnames.remove(name)  # os.walk does not follow it; its target is walked if inside
+                # os.walk does not follow it; its target is walked if inside
                 _check_link(here / name, base, diagnostics)
+                continue
+            kept.append(name)
+        dirnames[:] = kept
         for name in sorted(filenames):
             if name.startswith(".") or not name.endswith(YAML_SUFFIXES):
                 continue
+            rel = prefix + name
+            if rules.patterns and rules.ignores(rel, False):
+                result.ignored += 1
+                continue
             path = here / name
-            rel = path.relative_to(base).as_posix()
             if path.is_symlink():
                 links.append((rel, path))
             else:
@@ -203,52 +269,58 @@ def _load_file(rel: str, data: bytes, result: LoadResult) -> None:
     documents, diagnostics = parse_yaml(data, rel)
     result.diagnostics.extend(diagnostics)
     for doc in documents:
-        result.document_count += 1
-        loaded = _load_document(rel, doc, result.diagnostics, result.invalid_names)
+        loaded = _load_document(rel, doc, result)
         if loaded is not None:
             result.documents.append(loaded)
 
 
-def _load_document(rel: str, doc: YamlDocument, diagnostics: list[Diagnostic],
-                   invalid_names: dict[str, set[str]]) -> LoadedDocument | None:
+def _load_document(rel: str, doc: YamlDocument, result: LoadResult) -> LoadedDocument | None:
     def problem(path: FieldPath, message: str, key: bool = False) -> None:
         if key and path and not doc.has_key(path):  # a missing field: point at its parent
             line, col = doc.key_position(path[:-1])
         else:
             line, col = doc.key_position(path) if key else doc.position(path)
-        diagnostics.append(Diagnostic(rel, line, col, message, format_path(path)))
+        result.diagnostics.append(Diagnostic(rel, line, col, message, format_path(path)))
 
     value: Any = doc.value
-    if value is None:
-        diagnostics.append(Diagnostic(rel, doc.line, doc.col, "empty document: every document needs "
-                                      "apiVersion and kind (remove the extra '---' if there is one)"))
+    if value is None:  # "---" at the end, "---" twice, a document of comments: kubectl skips them
+        result.empty += 1
         return None
-    if not isinstance(value, dict):
-        problem((), f"a document must be a mapping with apiVersion and kind, got {describe_value(value)}")
+    verdict = dispatch(value)
+    if isinstance(verdict, Skipped):
+        result.skipped[verdict.reason] += 1
+        if verdict.warning is not None:
+            line, col = doc.position(("kind",))
+            result.warnings.append(Diagnostic(rel, line, col, verdict.warning, "kind"))
         return None
-    api_version, kind = value.get("apiVersion"), value.get("kind")
-    if not isinstance(kind, str) or not kind:
-        problem(("kind",) if "kind" in value else (), f"missing kind (one of: {', '.join(KNOWN_KINDS)})")
+    result.document_count += 1
+    if isinstance(verdict, Refused):
+        problem(verdict.path, verdict.message)
+        _remember_failed(result.invalid_names, verdict.meant or ANY_KIND, value)
         return None
-    if kind not in KNOWN_KINDS:
-        close = difflib.get_close_matches(kind, KNOWN_KINDS, n=1)
-        hint = f'; did you mean "{close[0]}"?' if close else ""
-        problem(("kind",), f'unknown kind "{kind}" (known: {", ".join(KNOWN_KINDS)}){hint}')
-        return None
-    if not isinstance(api_version, str) or (api_version, kind) not in KINDS:
-        versions = sorted(v for v, k in KINDS if k == kind)
-        where: FieldPath = ("apiVersion",) if "apiVersion" in value else ()
-        got = f'apiVersion "{api_version}"' if isinstance(api_version, str) else "missing apiVersion"
-        problem(where, f"{got} is not valid for kind {kind} (use {' or '.join(versions)})")
-        return None
-    model = KINDS[(api_version, kind)]
+    assert isinstance(verdict, Ours)
+    model = verdict.model
     try:
         typed = model.model_validate(value, strict=True)
     except ValidationError as exc:
         for found in explain(exc.errors(), model, value):
             problem(found.path, found.message, key=found.at_key)
-        name = (value.get("metadata") or {}).get("name") if isinstance(value.get("metadata"), dict) else None
-        if isinstance(name, str):
-            invalid_names.setdefault(kind, set()).add(name)
+        _remember_failed(result.invalid_names, value["kind"], value)
         return None
     return LoadedDocument(typed, rel, doc)
+
+
+def _remember_failed(invalid_names: dict[str, set[str]], kind: str, value: Any) -> None:
+    """Note what a failed document declares, so nothing else is reported as unknown because of it."""
+    if not isinstance(value, dict):
+        return
+    metadata = value.get("metadata")
+    name = metadata.get("name") if isinstance(metadata, dict) else None
+    if isinstance(name, str):
+        invalid_names.setdefault(kind, set()).add(name)
+    spec = value.get("spec")
+    service = spec.get("service") if isinstance(spec, dict) and kind == "ServiceExposure" else None
+    if isinstance(service, dict) and isinstance(service.get("name"), str):
+        namespace = service.get("namespace")
+        namespace = namespace if isinstance(namespace, str) else "default"  # ServiceRef's default
+        invalid_names.setdefault(SERVICE_KEYS, set()).add(f"{namespace}/{service['name']}")

@@ -8,10 +8,28 @@ field or document (overlapping pools, references) live in :mod:`reconciler.desir
 
 from __future__ import annotations
 
-import re
+import functools
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from reconciler.desired.durations import (
+    MAX_NANOSECONDS,
+    MAX_SECONDS,
+    DurationError,
+    duration_nanoseconds,
+    nanoseconds_to_seconds,
+)
 
 PORTSIDE_API = "portside.io/v1alpha1"
 METALLB_API = "metallb.io/v1beta1"
@@ -23,18 +41,46 @@ DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 Name = Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)]
 Namespace = Annotated[str, StringConstraints(min_length=1, max_length=63, pattern=DNS_LABEL)]
 NonEmpty = Annotated[str, StringConstraints(min_length=1)]
-# cloudflared accepts Go durations ("30s", "1m30s") in YAML and integer seconds in the API.
-Duration = Annotated[str, StringConstraints(pattern=r"^(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$")] | int
+# cloudflared accepts Go durations ("30s", "1m30s") in YAML and integer seconds in the API. The
+# pattern is Go's grammar (for editors); the validator then parses the value as Go does and
+# refuses what cloudflared would refuse or misread: negative, zero (Go reads 0 as "no timeout"
+# or "the default", never as zero) and longer than time.Duration holds (about 292 years).
+GO_DURATION_PATTERN = r"^[-+]?(0|((\d+\.?\d*|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h))+)$"
 
-_GO_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
-_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+def _positive_duration(value: str | int) -> str | int:
+    problem = _duration_problem(value)
+    if problem is not None:
+        raise PydanticCustomError("duration", problem)
+    return value
 
 
-def duration_seconds(value: str | int) -> float:
-    """A Go duration string or integer seconds, as seconds."""
-    if isinstance(value, int):
-        return float(value)
-    return sum(float(n) * _UNIT_SECONDS[u] for n, u in _GO_DURATION_PART.findall(value))
+@functools.lru_cache(maxsize=512)  # a repo repeats a few durations ("10s", "30s") thousands of times
+def _duration_problem(value: str | int) -> str | None:
+    try:
+        nanoseconds = duration_nanoseconds(value)
+    except DurationError as exc:
+        return str(exc)
+    shown = f'"{value}"' if isinstance(value, str) else f"{value} seconds"
+    if nanoseconds < 0:
+        return f"{shown} is negative: a duration must be positive"
+    if nanoseconds == 0:
+        return (f"{shown} is zero, which cloudflared reads as no timeout or its default, not as zero: "
+                "give a positive duration, or leave the field out for cloudflared's default")
+    if nanoseconds > MAX_NANOSECONDS:
+        return (f"{shown} is longer than the longest duration cloudflared can hold "
+                f"({MAX_SECONDS} seconds, about 292 years)")
+    return None
+
+
+Duration = Annotated[
+    Annotated[str, StringConstraints(pattern=GO_DURATION_PATTERN)] | int, AfterValidator(_positive_duration)
+]
+
+
+def duration_seconds(value: str | int) -> int | float:
+    """A Go duration string or integer seconds, as seconds (an int when whole)."""
+    return nanoseconds_to_seconds(duration_nanoseconds(value))
 
 
 class Strict(BaseModel):
@@ -151,13 +197,25 @@ class ExposedPort(Strict):
 
 class ServiceExposureSpec(Strict):
     service: ServiceRef
-    pool: Name | None = None
+    # The schema says "a name" only: a written null is refused below (absent means any pool).
+    pool: Annotated[Name | None, WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 253,
+                                                 "pattern": DNS_SUBDOMAIN})] = None
     addresses: list[NonEmpty] = Field(default_factory=list, max_length=2)
     sharingKey: NonEmpty | None = None
     # Used only where no live Service exists (the local state directory): the stand-in's shape.
     ports: list[ExposedPort] = Field(default_factory=list)
     externalTrafficPolicy: Literal["Cluster", "Local"] = "Cluster"
     ipFamilyPolicy: Literal["SingleStack", "PreferDualStack", "RequireDualStack"] = "SingleStack"
+
+    @field_validator("pool", mode="before")
+    @classmethod
+    def _pool_named_when_written(cls, value: object) -> object:
+        # "pool:" with nothing after it (or a template that rendered empty) must not quietly mean
+        # "any pool": leaving the field out says that.
+        if value is None:
+            raise PydanticCustomError("null_pool", "pool is empty (null): name an IPAddressPool, or leave "
+                                      "the field out to take an address from any pool with autoAssign")
+        return value
 
 
 class ServiceExposure(Strict):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from reconciler.common.errors import Diagnostic
 from reconciler.desired.models import (
     DynamicDNS,
     IPAddressPool,
@@ -43,6 +44,11 @@ class DesiredState:
     dynamic_dns: tuple[DynamicDNS, ...] = ()
     origins: dict[tuple[str, str], Origin] = field(default_factory=dict, compare=False)
     revision: str | None = None
+    # What loading found that is not an error (MetalLB kinds portside does not support, skipped;
+    # file names relative to the repo), and a one-line account of the documents that were not
+    # portside's ("12 documents of other kinds skipped").
+    warnings: tuple[Diagnostic, ...] = field(default=(), compare=False)
+    skipped: str | None = field(default=None, compare=False)
 
     def pool(self, name: str) -> IPAddressPool | None:
         return next((p for p in self.pools if p.metadata.name == name), None)

@@ -23,7 +23,7 @@ from reconciler.common.errors import ConfigError, Diagnostic
 from reconciler.common.gcpause import gc_paused
 from reconciler.desired.hostnames import hostname_problem, in_zone, path_problem, zone_problem
 from reconciler.desired.ipranges import IPAddress, IPRange, RangeSyntaxError, is_buggy, parse_ip, parse_range
-from reconciler.desired.loader import LoadedDocument, load_documents
+from reconciler.desired.loader import ANY_KIND, SERVICE_KEYS, LoadedDocument, LoadResult, load_documents
 from reconciler.desired.models import (
     DynamicDNS,
     IPAddressPool,
@@ -46,11 +46,19 @@ def load_desired_state(root: Path, revision: str | None = None) -> DesiredState:
         diagnostics += validate_documents(result.documents, result.invalid_names)
         if diagnostics:
             raise ConfigError(diagnostics)
-        return build_desired_state(result.documents, revision)
+        return build_desired_state(result.documents, revision, result)
 
 
-def build_desired_state(documents: Sequence[LoadedDocument], revision: str | None = None) -> DesiredState:
-    """The DesiredState of documents that passed :func:`validate_documents`."""
+def repo_warnings(result: LoadResult) -> list[Diagnostic]:
+    """What the user should hear about a repo that is still valid: unsupported MetalLB kinds that
+    were skipped, routes to Services nothing in the repo exposes."""
+    return [*result.warnings, *_unexposed_routes(result.documents, result.invalid_names)]
+
+
+def build_desired_state(documents: Sequence[LoadedDocument], revision: str | None = None,
+                        loaded: LoadResult | None = None) -> DesiredState:
+    """The DesiredState of documents that passed :func:`validate_documents`; ``loaded`` (the
+    load that found them) adds its warnings and what it skipped."""
 
     def sorted_models(model: type[M]) -> tuple[M, ...]:
         found = [d.model for d in documents if isinstance(d.model, model)]
@@ -66,6 +74,9 @@ def build_desired_state(documents: Sequence[LoadedDocument], revision: str | Non
         dynamic_dns=sorted_models(DynamicDNS),
         origins=origins,
         revision=revision,
+        # Routes to unexposed Services are left to the plan, which knows whether they exist live.
+        warnings=tuple(sorted(loaded.warnings)) if loaded is not None else (),
+        skipped=loaded.skipped_summary() if loaded is not None else None,
     )
 
 
@@ -80,8 +91,9 @@ def validate_documents(documents: Sequence[LoadedDocument],
     for doc in documents:
         by_kind.setdefault(doc.kind, []).append(doc)
     invalid = invalid_names or {}
-    pools = _Known(_first_by_name(by_kind.get("IPAddressPool", [])), invalid.get("IPAddressPool", set()))
-    tunnels = _Known(_first_by_name(by_kind.get("Tunnel", [])), invalid.get("Tunnel", set()))
+    unknown_kind = invalid.get(ANY_KIND, set())
+    pools = _Known(_first_by_name(by_kind.get("IPAddressPool", [])), invalid.get("IPAddressPool", set()) | unknown_kind)
+    tunnels = _Known(_first_by_name(by_kind.get("Tunnel", [])), invalid.get("Tunnel", set()) | unknown_kind)
     diagnostics = _duplicate_names(documents)
     pool_ranges, range_problems = _pool_ranges(by_kind.get("IPAddressPool", []))
     diagnostics += range_problems
@@ -121,7 +133,7 @@ def _duplicate_names(documents: Iterable[LoadedDocument]) -> list[Diagnostic]:
         if earlier is not doc:
             where = earlier.origin_of("metadata.name")
             out.append(doc.diagnostic("metadata.name", f'duplicate {doc.kind} "{doc.name}" (first declared '
-                                      f"at {where}); names must be unique per kind"))
+                                      f"at {where}); names must be unique per kind", related=(where,)))
     return out
 
 
@@ -157,7 +169,7 @@ def _overlapping_pools(ranges: list[PoolRange]) -> list[Diagnostic]:
                 f"spec.addresses[{index}]",
                 f"{doc.model.spec.addresses[index]} overlaps {other_doc.model.spec.addresses[other_index]} "
                 f'of pool "{other_doc.name}" ({where}); MetalLB refuses overlapping pools: '
-                "make them disjoint"))
+                "make them disjoint", related=(where,)))
         if widest is None or widest[0].version != rng.version or rng.end > widest[0].end:
             widest = entry
     return out
@@ -194,7 +206,8 @@ def _exposures(exposures: Iterable[LoadedDocument], pools: _Known,
         earlier = services.setdefault(spec.service.key, doc)
         if earlier is not doc:
             out.append(doc.diagnostic("spec.service", f'Service {spec.service.key} is already exposed by '
-                                      f'ServiceExposure "{earlier.name}" ({earlier.origin}); expose it once'))
+                                      f'ServiceExposure "{earlier.name}" ({earlier.origin}); expose it once',
+                                      related=(earlier.origin,)))
         if spec.pool is not None and spec.pool not in pools:
             out.append(doc.diagnostic("spec.pool", _unknown("IPAddressPool", spec.pool, pools)))
             continue
@@ -215,7 +228,8 @@ def _exposures(exposures: Iterable[LoadedDocument], pools: _Known,
                 out.append(doc.diagnostic(path, "two addresses of the same family; a dual-stack Service "
                                           "takes one IPv4 and one IPv6 address"))
             families.add(ip.version)
-            problem = _address_problem(ip, spec.pool, ranges)
+            # With no pool named, any pool may hold the address, including one that failed on its own.
+            problem = _address_problem(ip, spec.pool, ranges) if spec.pool or not pools.failed else None
             if problem is not None:
                 out.append(doc.diagnostic(path, problem))
             earlier_claim = claimed.setdefault(ip, (doc, index))
@@ -226,7 +240,8 @@ def _exposures(exposures: Iterable[LoadedDocument], pools: _Known,
                     where = earlier_claim[0].origin_of(f"spec.addresses[{earlier_claim[1]}]")
                     out.append(doc.diagnostic(path, f'{ip} is already requested by ServiceExposure '
                                               f'"{earlier_claim[0].name}" ({where}); give both the same '
-                                              "sharingKey to share it, or pick another address"))
+                                              "sharingKey to share it, or pick another address",
+                                              related=(where,)))
     return out
 
 
@@ -305,9 +320,10 @@ def _routes(routes: Iterable[LoadedDocument], tunnels: dict[str, LoadedDocument]
         earlier = seen.setdefault(key, doc)
         if earlier is not doc:
             shown = f"{spec.hostname} path {spec.path}" if spec.path else spec.hostname
+            where = earlier.origin_of("spec.hostname")
             out.append(doc.diagnostic("spec.hostname", f'{shown} is already routed by TunnelRoute '
-                                      f'"{earlier.name}" ({earlier.origin_of("spec.hostname")}); '
-                                      "each hostname and path may be routed once"))
+                                      f'"{earlier.name}" ({where}); each hostname and path may be routed once',
+                                      related=(where,)))
             continue
         first = host_tunnel.setdefault(host, doc)
         assert isinstance(first.model, TunnelRoute)
@@ -315,7 +331,8 @@ def _routes(routes: Iterable[LoadedDocument], tunnels: dict[str, LoadedDocument]
         if other_tunnel != spec.tunnel:
             out.append(doc.diagnostic("spec.tunnel", f'{spec.hostname} is already routed through tunnel '
                                       f'"{other_tunnel}" by TunnelRoute "{first.name}" ({first.origin}); '
-                                      "a hostname's DNS record can point to one tunnel only"))
+                                      "a hostname's DNS record can point to one tunnel only",
+                                      related=(first.origin,)))
     return out
 
 
@@ -365,4 +382,24 @@ def _dynamic_dns(documents: Iterable[LoadedDocument], routes: Iterable[LoadedDoc
             if earlier is not doc:
                 out.append(doc.diagnostic(where, f'{hostname} is already kept by DynamicDNS "{earlier.name}" '
                                           f"({earlier.origin}); each hostname may be kept once"))
+    return out
+
+
+def _unexposed_routes(documents: Sequence[LoadedDocument],
+                      invalid_names: Mapping[str, set[str]]) -> list[Diagnostic]:
+    """Routes to a Service that no ServiceExposure of the repo exposes: a warning, not an error,
+    since a LoadBalancer Service in the cluster gets an IP without one (or has one already)."""
+    exposed = {d.model.spec.service.key for d in documents if isinstance(d.model, ServiceExposure)}
+    exposed |= invalid_names.get(SERVICE_KEYS, set())  # its exposure failed: already reported
+    out = []
+    for doc in documents:
+        route = doc.model
+        if not isinstance(route, TunnelRoute) or route.spec.service is None:
+            continue
+        key = route.spec.service.key
+        if key not in exposed:
+            out.append(doc.diagnostic(
+                "spec.service", f"Service {key} is not exposed by any ServiceExposure in the repo: the "
+                f"route waits (and is left out of tunnel {route.spec.tunnel}'s config) until the Service "
+                "has a LoadBalancer IP in the cluster; add a ServiceExposure if portside should give it one"))
     return out

@@ -367,7 +367,7 @@ def parse_yaml(data: bytes, file: str) -> tuple[list[YamlDocument], list[Diagnos
     except YamlFileError as exc:
         return [], [exc.diagnostic]
     except MarkedYAMLError as exc:
-        return [], [_syntax_diagnostic(file, exc)]
+        return [], [_tab_diagnostic(file, data, exc) or _syntax_diagnostic(file, exc)]
     except ReaderError as exc:
         line, col = offset_position(data, exc.position)
         return [], [Diagnostic(file, line, col, f"unacceptable character {exc.character!r}: {exc.reason}")]
@@ -385,6 +385,27 @@ def _syntax_diagnostic(file: str, exc: MarkedYAMLError) -> Diagnostic:
             message += f" (started at line {exc.context_mark.line + 1}, column {exc.context_mark.column + 1})"
     line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
     return Diagnostic(file, line, col, message)
+
+
+def _tab_diagnostic(file: str, data: bytes, exc: MarkedYAMLError) -> Diagnostic | None:
+    """The parser's words for a tab ("found character that cannot start any token") never say
+    "tab": when a tab at the error's line is the cause, say so and point at it."""
+    mark = exc.problem_mark
+    if mark is None:
+        return None
+    lines = data.split(b"\n", mark.line + 1)
+    if mark.line >= len(lines):
+        return None
+    text = lines[mark.line].decode("utf-8", errors="replace").rstrip("\r")
+    indent = len(text) - len(text.lstrip(" \t"))
+    if "\t" in text[:indent]:
+        col = text.index("\t") + 1
+        return Diagnostic(file, mark.line + 1, col, "a tab in the indentation: YAML indents with spaces only; "
+                          "replace the tab with spaces")
+    if text[mark.column:mark.column + 1] == "\t":
+        return Diagnostic(file, mark.line + 1, mark.column + 1, "a tab where YAML needs a space (tabs can "
+                          "neither indent nor separate YAML structure); replace the tab with spaces")
+    return None
 
 
 def offset_position(data: bytes, offset: int) -> tuple[int, int]:

@@ -9,7 +9,7 @@ provider and the local state backend read and write; this module only compares v
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 from reconciler.desired.models import Tunnel, TunnelRoute
@@ -19,6 +19,7 @@ from reconciler.planning.plan import JSON, Change, Target
 from reconciler.tunnels.dns import OWNER_MARKER, WantedRecord, plan_dns, tunnel_target
 from reconciler.tunnels.dynamic import dynamic_records
 from reconciler.tunnels.rules import (
+    Waiting,
     fold_defaults,
     origin_request_api,
     origin_request_yaml,
@@ -47,6 +48,7 @@ def plan_tunnels(
     zones: Mapping[str, LiveZone],
     service_ips: Mapping[str, tuple[str, ...]],
     owner_id: str,
+    live_services: Collection[str] = (),
     public_addresses: Mapping[str, PublicAddress] | None = None,
 ) -> TunnelPlan:
     """Every tunnel, configuration and DNS change the desired state asks for.
@@ -54,7 +56,10 @@ def plan_tunnels(
     ``tunnels`` holds what was read: remote tunnels from the API, local ones from their files.
     An empty ``zones`` means Cloudflare DNS was not read (no credentials): DNS for local tunnels
     is then skipped with a warning. ``service_ips`` maps ``namespace/name`` to the Service's
-    LoadBalancer IPs in this same plan, so a route follows its Service's IP in one plan.
+    LoadBalancer IPs in this same plan, so a route follows its Service's IP in one plan;
+    ``live_services`` the keys of the Services found live (to say why a route waits).
+    A route whose Service has no IP is left out of its tunnel's rules and shown as a conflict
+    on the route, so it never disappears from the config without a word.
     """
     plan = TunnelPlan()
     routes: dict[str, list[TunnelRoute]] = {}
@@ -72,7 +77,7 @@ def plan_tunnels(
         mine = routes.get(name, [])
         rules, waiting, warns = tunnel_rules(tunnel, mine, service_ips)
         plan.warnings.extend(warns)
-        plan.warnings.extend(str(w) for w in waiting)
+        plan.changes.extend(_waiting_change(w, name, desired, live_services) for w in waiting)
         protected.update(w.hostname for w in waiting)
         live = tunnels.get(name)
         if tunnel.spec.mode == "local":
@@ -128,6 +133,21 @@ def plan_tunnels(
     plan.changes.extend(dns_changes)
     plan.warnings.extend(dns_warnings)
     return plan
+
+
+def _waiting_change(waiting: Waiting, tunnel: str, desired: DesiredState, live_services: Collection[str]) -> Change:
+    """The visible trace of a route left out of its tunnel's rules: a conflict on the route."""
+    service = waiting.service
+    if service in live_services:
+        why = "it has no LoadBalancer IP yet"
+    elif any(e.spec.service.key == service for e in desired.exposures):
+        why = "its ServiceExposure gets no IP in this plan"
+    else:
+        why = "no ServiceExposure in the repo exposes it and it was not found live"
+    return Change(Target("TunnelRoute", waiting.route), "conflict", before=None,
+                  after={"hostname": waiting.hostname, "service": service, "tunnel": tunnel},
+                  reason=f"route {waiting.route} ({waiting.hostname}) waits for Service {service} to get an IP: "
+                         f"{why}; it is left out of tunnel {tunnel}'s ingress rules until then")
 
 
 def _plan_remote(

@@ -16,11 +16,17 @@ whole) and written as Go durations only for a cloudflared YAML file.
 from __future__ import annotations
 
 import ipaddress
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from reconciler.desired.models import OriginRequest, Tunnel, TunnelRoute, duration_seconds
+from reconciler.desired.durations import (
+    duration_nanoseconds,
+    format_go_duration,
+    nanoseconds_to_seconds,
+    parse_go_duration,
+    seconds_to_nanoseconds,
+)
+from reconciler.desired.models import OriginRequest, Tunnel, TunnelRoute
 from reconciler.planning.live import IngressRule
 
 # originRequest keys whose value is a duration (seconds in the API, Go durations in YAML).
@@ -41,21 +47,20 @@ class Waiting:
 
 def seconds(value: str | int | float) -> int | float:
     """A duration as the API wants it: seconds, an int when whole."""
-    secs = value if isinstance(value, float) else duration_seconds(value)
-    return int(secs) if float(secs).is_integer() else secs
+    return nanoseconds_to_seconds(duration_nanoseconds(value))
 
 
 def go_duration(value: str | int | float) -> str:
-    """A duration as cloudflared's YAML wants it (Go's ``time.Duration`` notation)."""
+    """A duration as cloudflared's YAML wants it (Go's ``time.Duration`` notation).
+
+    A string is already Go notation (the model checked it) and is kept as the user wrote it;
+    seconds are formatted as Go's ``Duration.String()`` does, which ``time.ParseDuration``
+    reads back to the same number of nanoseconds (fractions and signs included).
+    """
     if isinstance(value, str):
+        parse_go_duration(value)  # raises for anything cloudflared could not read
         return value
-    if not float(value).is_integer():
-        return f"{math.ceil(value * 1000)}ms"
-    total = int(value)
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    out = (f"{hours}h" if hours else "") + (f"{minutes}m" if minutes or hours else "")
-    return out + f"{secs}s"
+    return format_go_duration(seconds_to_nanoseconds(value))
 
 
 def origin_request_api(options: OriginRequest | Mapping[str, object] | None) -> dict[str, object]:
@@ -68,7 +73,12 @@ def origin_request_api(options: OriginRequest | Mapping[str, object] | None) -> 
         if value is None:
             continue
         if key in DURATION_KEYS and isinstance(value, str | int | float) and not isinstance(value, bool):
-            out[key] = seconds(value)
+            try:
+                out[key] = seconds(value)
+            except (ValueError, ArithmeticError):
+                # Only live data can hold this (documents are validated): keep it as found, so
+                # the plan shows it differing and rewrites it.
+                out[key] = value
         else:
             out[key] = value
     return out
