@@ -13,6 +13,7 @@ import pytest
 
 from reconciler.cli import main
 from tests.fakes.kube_api import FakeKube
+from tests.kube import FAKE_ONLY, REAL_CLUSTER, Cluster, open_cluster
 
 
 @dataclass
@@ -40,6 +41,22 @@ def write_repo(root: Path, files: dict[str, str]) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(textwrap.dedent(text).lstrip())
     return root
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Against a real cluster (PORTSIDE_TEST_KUBECONFIG), tests marked `fake` skip and say why."""
+    if not REAL_CLUSTER:
+        return
+    for item in items:
+        if item.get_closest_marker("fake") is not None:
+            item.add_marker(pytest.mark.skip(reason=FAKE_ONLY))
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    """The cluster the `kube` tests drive: the fake, or PORTSIDE_TEST_KUBECONFIG's (see tests/kube.py)."""
+    with open_cluster(tmp_path, bookmark_interval=0.2) as opened:
+        yield opened
 
 
 @pytest.fixture

@@ -3,19 +3,16 @@
 Tests taking the `target` fixture check server behaviour and also run against a real cluster when
 PORTSIDE_TEST_KUBECONFIG names one (each in a namespace of its own, deleted afterwards), so the fake
 can be checked against the real thing. Tests taking `kube` use the fake's own test surface
-(request log, faults, compaction, direct state access).
+(request log, faults, compaction, direct state access): they are marked `fake`.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import queue
 import threading
 import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,34 +20,23 @@ import pytest
 from kubernetes import client, config, watch
 from kubernetes.client import ApiException
 
+from reconciler.controller.leader import micro_time
 from tests.fakes.kube_api import FakeKube
+from tests.kube import Cluster
 
-REAL_CLUSTER = os.environ.get("PORTSIDE_TEST_KUBECONFIG")
+pytestmark = pytest.mark.kube
 
 # The client's models type every field Optional and its watch/config modules are untyped; the tests
 # handle its objects as Any rather than assert non-None before every attribute.
 Watch: Any = watch.Watch
 load_kube_config: Any = config.load_kube_config
-new_client_from_config: Any = config.new_client_from_config
+# `target`: the fake, or the real cluster PORTSIDE_TEST_KUBECONFIG names, in a namespace of its own.
+Target = Cluster
 
 
-@dataclass
-class Target:
-    api: client.ApiClient
-    namespace: str
-    fake: FakeKube | None
-
-    @property
-    def core(self) -> Any:
-        return client.CoreV1Api(self.api)
-
-    @property
-    def leases(self) -> Any:
-        return client.CoordinationV1Api(self.api)
-
-    @property
-    def discovery(self) -> Any:
-        return client.DiscoveryV1Api(self.api)
+@pytest.fixture
+def target(cluster: Cluster) -> Cluster:
+    return cluster
 
 
 @pytest.fixture
@@ -68,28 +54,6 @@ def api(kube: FakeKube) -> Iterator[client.ApiClient]:
 @pytest.fixture
 def core(api: client.ApiClient) -> Any:
     return client.CoreV1Api(api)
-
-
-@pytest.fixture
-def target() -> Iterator[Target]:
-    namespace = f"t-{uuid.uuid4().hex[:10]}"
-    if REAL_CLUSTER:
-        api_client = new_client_from_config(config_file=REAL_CLUSTER)
-        fake = None
-    else:
-        fake = FakeKube(bookmark_interval=0.1).start()
-        api_client = client.ApiClient(fake.client_configuration())
-    core: Any = client.CoreV1Api(api_client)
-    core.create_namespace({"metadata": {"name": namespace}})
-    try:
-        yield Target(api_client, namespace, fake)
-    finally:
-        try:
-            core.delete_namespace(namespace)
-        finally:
-            api_client.close()
-            if fake is not None:
-                fake.stop()
 
 
 def status_of(error: ApiException) -> dict[str, Any]:
@@ -186,6 +150,7 @@ def test_lease_endpointslice_event_crud(target: Target) -> None:
     assert [e.message for e in events.items] == ["assigned 192.0.2.10"]
 
 
+@pytest.mark.fake
 def test_cluster_scoped_node_and_namespace(kube: FakeKube, core: Any) -> None:
     node = core.create_node({"metadata": {"name": "node-a", "labels": {"role": "worker"}},
                              "status": {"addresses": [{"type": "InternalIP", "address": "192.168.1.10"}]}})
@@ -273,7 +238,7 @@ def test_lease_conflict_for_leader_election(target: Target) -> None:
     seen_by_b = leases.read_namespaced_lease("portside", ns)
     seen_by_b.spec.holder_identity, seen_by_b.spec.lease_transitions = "b", 1
     leases.replace_namespaced_lease("portside", ns, seen_by_b)  # b takes over
-    seen_by_a.spec.renew_time = seen_by_a.metadata.creation_timestamp
+    seen_by_a.spec.renew_time = micro_time()  # a MicroTime: exactly six fractional digits
     with pytest.raises(ApiException) as err:  # a renews from a stale read and must lose
         leases.replace_namespaced_lease("portside", ns, seen_by_a)
     assert status_of(err.value)["reason"] == "Conflict"
@@ -289,8 +254,37 @@ def test_lease_replace_needs_resource_version_and_put_creates(target: Target) ->
         leases.replace_namespaced_lease("other", ns, {"metadata": {"name": "other"}, "spec": {}})
     body = status_of(err.value)
     assert (err.value.status, body["details"]["causes"][0]["field"]) == (422, "metadata.resourceVersion")
-    assert body["message"] == ('leases.coordination.k8s.io "other" is invalid: metadata.resourceVersion: '
+    assert body["message"] == ('Lease.coordination.k8s.io "other" is invalid: metadata.resourceVersion: '
                                "Invalid value: 0x0: must be specified for an update")
+    assert {k: body["details"][k] for k in ("name", "group", "kind")} == {
+        "name": "other", "group": "coordination.k8s.io", "kind": "Lease"}
+
+
+def test_micro_time_needs_exactly_six_fractional_digits(target: Target) -> None:
+    ns, leases = target.namespace, target.leases
+    whole_second = "2026-12-01T05:35:22+00:00"  # what datetime.isoformat() writes when microsecond == 0
+    with pytest.raises(ApiException) as err:
+        leases.create_namespaced_lease(ns, {"metadata": {"name": "l"}, "spec": {"renewTime": whole_second}})
+    body = status_of(err.value)
+    assert (err.value.status, body["reason"]) == (400, "BadRequest")
+    assert body["message"] == ('Lease in version "v1" cannot be handled as a Lease: parsing time '
+                               '"2026-12-01T05:35:22+00:00" as "2006-01-02T15:04:05.000000Z07:00": '
+                               'cannot parse "+00:00" as ".000000"')
+    created = leases.create_namespaced_lease(ns, {"metadata": {"name": "l"}, "spec": {
+        "renewTime": "2026-12-01T05:35:22.000000+00:00", "acquireTime": micro_time()}}, _preload_content=False)
+    # Raw JSON, not the client's model: the model turns renewTime into a datetime, and its
+    # isoformat() drops the fraction of a whole second, which the server then refuses.
+    lease = json.loads(created.data)
+    lease["spec"]["acquireTime"] = "2026-12-01T05:35:22.1234567Z"  # nanoseconds are refused too
+    with pytest.raises(ApiException) as err:
+        leases.replace_namespaced_lease("l", ns, lease)
+    assert err.value.status == 400 and 'cannot parse "7Z" as "Z07:00"' in status_of(err.value)["message"]
+    with pytest.raises(ApiException) as err:
+        target.core.create_namespaced_event(ns, {
+            "metadata": {"name": "e"}, "involvedObject": {"kind": "Service", "name": "web", "namespace": ns},
+            "reason": "Test", "eventTime": "2026-12-01T05:35:22Z", "reportingComponent": "portside",
+            "reportingInstance": "test", "action": "Testing"})
+    assert err.value.status == 400 and 'cannot parse "Z" as ".000000"' in status_of(err.value)["message"]
 
 
 # --- status subresource and no-op writes -----------------------------------------------------
@@ -420,6 +414,7 @@ def test_list_pagination_is_a_consistent_snapshot(target: Target) -> None:
     assert names == ["cm-2", "cm-3", "cm-4"]
 
 
+@pytest.mark.fake
 def test_continue_token_older_than_history_is_410(kube: FakeKube, core: Any) -> None:
     for i in range(3):
         core.create_namespaced_config_map("default", {"metadata": {"name": f"cm-{i}"}})
@@ -454,6 +449,7 @@ def test_label_and_field_selectors(target: Target) -> None:
     assert (err.value.status, status_of(err.value)["reason"]) == (400, "BadRequest")
 
 
+@pytest.mark.fake
 def test_list_across_all_namespaces(kube: FakeKube, core: Any) -> None:
     core.create_namespace({"metadata": {"name": "apps"}})
     core.create_namespaced_service("default", service("one"))
@@ -516,6 +512,7 @@ def test_watch_resumes_from_a_resource_version(target: Target) -> None:
     stream.close()
 
 
+@pytest.mark.fake
 def test_watch_selector_turns_leaving_objects_into_deleted(kube: FakeKube, core: Any) -> None:
     core.create_namespaced_config_map("default", {"metadata": {"name": "cm", "labels": {"app": "web"}}})
     start = core.list_namespaced_config_map("default").metadata.resource_version
@@ -529,6 +526,7 @@ def test_watch_selector_turns_leaving_objects_into_deleted(kube: FakeKube, core:
     stream.close()
 
 
+@pytest.mark.fake
 def test_watch_bookmarks_only_when_allowed(kube: FakeKube, core: Any) -> None:
     before = int(kube.resource_version)
     w = Watch()
@@ -543,6 +541,7 @@ def test_watch_bookmarks_only_when_allowed(kube: FakeKube, core: Any) -> None:
     assert [e["type"] for e in plain] == []
 
 
+@pytest.mark.fake
 def test_send_initial_events_ends_with_annotated_bookmark(kube: FakeKube, core: Any) -> None:
     core.create_namespaced_service("default", service("web"))
     w = Watch()
@@ -558,6 +557,7 @@ def test_send_initial_events_ends_with_annotated_bookmark(kube: FakeKube, core: 
     assert err.value.status == 422
 
 
+@pytest.mark.fake
 def test_watch_from_a_compacted_resource_version_is_410_gone(kube: FakeKube, core: Any) -> None:
     core.create_namespaced_service("default", service("web"))
     old = core.list_service_for_all_namespaces().metadata.resource_version
@@ -578,6 +578,7 @@ def test_watch_from_a_compacted_resource_version_is_410_gone(kube: FakeKube, cor
     assert err.value.status == 410 and "Expired: too old resource version" in err.value.reason
 
 
+@pytest.mark.fake
 def test_history_window_expires_old_resource_versions() -> None:
     with FakeKube(history=3) as small, client.ApiClient(small.client_configuration()) as api_client:
         small_core: Any = client.CoreV1Api(api_client)
@@ -594,6 +595,7 @@ def test_history_window_expires_old_resource_versions() -> None:
         assert [e["object"].metadata.name for e in events] == ["cm-2", "cm-3"]
 
 
+@pytest.mark.fake
 def test_stop_ends_watches_and_leaves_no_threads() -> None:
     before = set(threading.enumerate())
     fake = FakeKube().start()
@@ -623,6 +625,7 @@ def test_stop_ends_watches_and_leaves_no_threads() -> None:
 # --- the fake's own surface -------------------------------------------------------------------
 
 
+@pytest.mark.fake
 def test_request_log_records_writes(kube: FakeKube, core: Any) -> None:
     core.create_namespaced_service("default", service("web"))
     core.list_namespaced_service("default", label_selector="app=web")
@@ -640,6 +643,7 @@ def test_request_log_records_writes(kube: FakeKube, core: Any) -> None:
     assert kube.requests() == []
 
 
+@pytest.mark.fake
 def test_fault_injection_then_recovery(kube: FakeKube, core: Any) -> None:
     fault = kube.fail_next("GET", r"/services$", 500, count=2)
     for _ in range(2):
@@ -664,6 +668,7 @@ def test_fault_injection_then_recovery(kube: FakeKube, core: Any) -> None:
     assert status_of(err.value)["reason"] == "Conflict"
 
 
+@pytest.mark.fake
 def test_put_and_get_object_helpers_reach_the_api(kube: FakeKube, core: Any) -> None:
     seeded = kube.put_object({"apiVersion": "v1", "kind": "Service",
                               "metadata": {"name": "web", "namespace": "apps"},
@@ -680,12 +685,14 @@ def test_put_and_get_object_helpers_reach_the_api(kube: FakeKube, core: Any) -> 
     assert kube.delete_object("Service", "web", "apps") and kube.get_object("Service", "web", "apps") is None
 
 
+@pytest.mark.fake
 def test_dry_run_stores_nothing(kube: FakeKube, core: Any) -> None:
     answer = core.create_namespaced_config_map("default", {"metadata": {"name": "cm"}}, dry_run="All")
     assert answer.metadata.name == "cm"
     assert kube.get_object("ConfigMap", "cm") is None
 
 
+@pytest.mark.fake
 def test_kubeconfig_and_bearer_token(tmp_path: Path) -> None:
     with FakeKube(token="s3cret") as fake:
         path = fake.write_kubeconfig(tmp_path / "kubeconfig", namespace="default")
@@ -703,6 +710,7 @@ def test_kubeconfig_and_bearer_token(tmp_path: Path) -> None:
         assert "s3cret" not in repr(fake.requests())
 
 
+@pytest.mark.fake
 def test_concurrent_writers_get_distinct_resource_versions(kube: FakeKube, api: client.ApiClient) -> None:
     core: Any = client.CoreV1Api(api)
     versions: list[str] = []

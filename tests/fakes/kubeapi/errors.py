@@ -35,6 +35,11 @@ def _details(kind: _Kind, name: str, **extra: Any) -> Obj:
     return d
 
 
+def _kind_details(kind: _Kind, name: str) -> Obj:
+    """Details as NewInvalid gives them: the kind (not the resource) and its group."""
+    return {"name": name, **({"group": kind.group} if kind.group else {}), "kind": kind.kind}
+
+
 def _not_found(kind: _Kind, name: str) -> _ApiError:
     return _ApiError(404, f'{kind.resource} "{name}" not found', details=_details(kind, name))
 

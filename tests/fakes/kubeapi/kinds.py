@@ -24,10 +24,16 @@ class _Kind:
     generation: bool = False
     fields: tuple[str, ...] = _BASE_FIELDS
     merge_keys: tuple[tuple[str, str], ...] = ()  # strategic merge: list path -> merge key ("" = set)
+    version: str = "v1"
 
     @property
     def api_version(self) -> str:
-        return f"{self.group}/v1" if self.group else "v1"
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def qualified_kind(self) -> str:
+        """The kind as NewInvalid names it: `Lease.coordination.k8s.io`, `Service`."""
+        return f"{self.kind}.{self.group}" if self.group else self.kind
 
     @property
     def resource(self) -> str:

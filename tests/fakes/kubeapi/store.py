@@ -17,6 +17,7 @@ from tests.fakes.kubeapi.errors import (
     _ApiError,
     _bad_request,
     _invalid,
+    _kind_details,
 )
 from tests.fakes.kubeapi.kinds import (
     _BY_KIND,
@@ -185,9 +186,8 @@ class _Store:
         if kind.kind in _VALIDATORS:
             errors += _VALIDATORS[kind.kind](obj, old)
         if errors:
-            raise _invalid(kind.kind, meta.get("name") or "", errors,
-                           {"name": meta.get("name") or "", **({"group": kind.group} if kind.group else {}),
-                            "kind": kind.kind})
+            raise _invalid(kind.qualified_kind, meta.get("name") or "", errors,
+                           _kind_details(kind, meta.get("name") or ""))
         if old is not None:
             if kind.generation and _strip_meta(obj) != _strip_meta(old):
                 meta["generation"] = old["metadata"].get("generation", 1) + 1

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from collections.abc import Callable
 from typing import Any
 
 from tests.fakes.kubeapi.errors import (
+    _bad_request,
     _FieldError,
 )
 from tests.fakes.kubeapi.kinds import (
@@ -199,3 +201,50 @@ _VALIDATORS: dict[str, Callable[[Obj, Obj | None], list[_FieldError]]] = {
     "EndpointSlice": _validate_endpointslice, "Event": _validate_event,
 }
 
+
+
+# MicroTime fields (metav1.MicroTime) decode with exactly this Go layout: six fractional digits,
+# no more and no fewer, so `2026-12-01T05:35:22+00:00` (what Python's isoformat() writes for a
+# whole second) is refused while decoding, before any validation.
+_MICRO_LAYOUT = "2006-01-02T15:04:05.000000Z07:00"
+_MICRO_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}(Z|[+-]\d{2}:\d{2})")
+_SECONDS = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}")
+_MICRO_FIELDS = {"Lease": (("spec", "acquireTime"), ("spec", "renewTime")),
+                 "Event": (("eventTime",), ("series", "lastObservedTime"))}
+
+
+def _micro_time_error(value: Any) -> str | None:
+    """Go's time.ParseError text for a MicroTime that does not decode, or None."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        return f"json: cannot unmarshal {type(value).__name__} into Go value of type string"
+    if _MICRO_TIME.fullmatch(value):
+        return None
+    prefix = f'parsing time {json.dumps(value)} as "{_MICRO_LAYOUT}": cannot parse '
+    if not _SECONDS.match(value):
+        return prefix + f'{json.dumps(value)} as "2006"'
+    rest = value[19:]
+    if not re.match(r"\.\d{6}", rest):
+        return prefix + f'{json.dumps(rest)} as ".000000"'
+    return prefix + f'{json.dumps(rest[7:])} as "Z07:00"'
+
+
+def _decode_error(kind: _Kind, obj: Obj) -> str | None:
+    """Why `obj` would not decode into its Go type (only MicroTime is checked), or None."""
+    for path in _MICRO_FIELDS.get(kind.kind, ()):
+        node: Any = obj
+        for part in path:
+            node = node.get(part) if isinstance(node, dict) else None
+        problem = _micro_time_error(node)
+        if problem:
+            return problem
+    return None
+
+
+def _check_decodes(kind: _Kind, obj: Obj) -> None:
+    """A create or update body that does not decode: 400, as the handler's transformDecodeError says it."""
+    problem = _decode_error(kind, obj)
+    if problem:
+        raise _bad_request(f'{kind.kind} in version "{kind.version}" cannot be handled as a {kind.kind}: '
+                           f"{problem}")

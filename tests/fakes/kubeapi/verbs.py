@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,7 @@ from tests.fakes.kubeapi.errors import (
     _FieldError,
     _GoValue,
     _invalid,
+    _kind_details,
     _not_found,
 )
 from tests.fakes.kubeapi.kinds import (
@@ -24,6 +26,7 @@ from tests.fakes.kubeapi.kinds import (
 )
 from tests.fakes.kubeapi.patches import _json_patch, _merge_patch, _strategic_map
 from tests.fakes.kubeapi.store import _key, _typed
+from tests.fakes.kubeapi.validation import _check_decodes, _decode_error
 
 
 @dataclass
@@ -68,6 +71,7 @@ class _Verbs:
 
     def _create(self, kind: _Kind, namespace: str | None, body: Any, dry_run: bool) -> Obj:
         obj = self._prepare_body(kind, namespace, body)
+        _check_decodes(kind, obj)
         meta = obj["metadata"]
         if meta.get("resourceVersion"):
             raise _ApiError(500, "resourceVersion should not be set on objects to be created")
@@ -97,6 +101,7 @@ class _Verbs:
     def _replace(self, kind: _Kind, namespace: str | None, name: str, body: Any, sub: str | None,
                  dry_run: bool) -> _Response:
         obj = self._prepare_body(kind, namespace, body)
+        _check_decodes(kind, obj)
         meta = obj["metadata"]
         if meta.get("name") != name:
             raise _bad_request(f"the name of the object ({meta.get('name', '')}) does not match the name on "
@@ -108,10 +113,11 @@ class _Verbs:
                 return _Response(201, self._create(kind, namespace, obj, dry_run))
             raise _not_found(kind, name)
         if not meta.get("resourceVersion") and not kind.unconditional_update:
-            # Leases: AllowUnconditionalUpdate is false, and the error names the resource, not the kind.
+            # Leases: AllowUnconditionalUpdate is false. The store names the qualified kind
+            # (Lease.coordination.k8s.io) and shows the uint64 zero as Go's %#v does.
             error = _FieldError("Invalid", "metadata.resourceVersion", _GoValue("0x0"),
                                 "must be specified for an update")
-            raise _invalid(kind.resource, name, [error], _details(kind, name))
+            raise _invalid(kind.qualified_kind, name, [error], _kind_details(kind, name))
         return _Response(200, self._update(kind, name, obj, old, sub, dry_run))
 
     def _patch(self, kind: _Kind, namespace: str | None, name: str, patch: Any, content_type: str,
@@ -134,6 +140,9 @@ class _Verbs:
         if not isinstance(patched, dict) or not isinstance(patched.get("metadata"), dict):
             raise _invalid(kind.kind, name, [_FieldError("Required", "metadata")])
         obj = self._prepare_body(kind, namespace, patched)
+        problem = _decode_error(kind, obj)
+        if problem:  # the patched object does not decode: the patch handler reports the patch invalid
+            raise _invalid("", "", [_FieldError("Invalid", "patch", json.dumps(patched), problem)], {})
         if obj["metadata"].get("name") != name:
             raise _bad_request(f"the name of the object ({obj['metadata'].get('name', '')}) does not match "
                                f"the name on the URL ({name})")
