@@ -14,6 +14,7 @@ its requests and injects faults in front of either server. Tests that need the f
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import threading
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -88,6 +90,19 @@ class Cluster:
     @property
     def is_fake(self) -> bool:
         return self.fake is not None
+
+    def raw(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        """Send exact JSON bytes (through the proxy, which adds the credentials): for what the
+        official client would rewrite before sending, such as a MicroTime string. (status, body)"""
+        url = urlsplit(self.proxy.url)
+        conn = http.client.HTTPConnection(url.netloc, timeout=30)
+        try:
+            data = None if body is None else json.dumps(body).encode()
+            conn.request(method, path, body=data, headers={"Content-Type": "application/json"})
+            response = conn.getresponse()
+            return response.status, json.loads(response.read() or b"null")
+        finally:
+            conn.close()
 
     def proxied_client(self) -> client.ApiClient:
         """An ApiClient through the fault proxy (logged, faults applied); close it when done."""

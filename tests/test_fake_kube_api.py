@@ -261,30 +261,34 @@ def test_lease_replace_needs_resource_version_and_put_creates(target: Target) ->
 
 
 def test_micro_time_needs_exactly_six_fractional_digits(target: Target) -> None:
-    ns, leases = target.namespace, target.leases
-    whole_second = "2026-12-01T05:35:22+00:00"  # what datetime.isoformat() writes when microsecond == 0
-    with pytest.raises(ApiException) as err:
-        leases.create_namespaced_lease(ns, {"metadata": {"name": "l"}, "spec": {"renewTime": whole_second}})
-    body = status_of(err.value)
-    assert (err.value.status, body["reason"]) == (400, "BadRequest")
+    # Raw JSON: the official client (>= 35) parses MicroTime strings into datetimes and re-formats
+    # them, so it could not send most of these values as written.
+    ns = target.namespace
+    leases = f"/apis/coordination.k8s.io/v1/namespaces/{ns}/leases"
+
+    def lease(name: str, **spec: str) -> dict[str, Any]:
+        return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": name}, "spec": spec}
+
+    status, body = target.raw("POST", leases, lease("l", renewTime="2026-12-01T05:35:22+00:00"))
+    assert (status, body["reason"]) == (400, "BadRequest")
     assert body["message"] == ('Lease in version "v1" cannot be handled as a Lease: parsing time '
                                '"2026-12-01T05:35:22+00:00" as "2006-01-02T15:04:05.000000Z07:00": '
                                'cannot parse "+00:00" as ".000000"')
-    created = leases.create_namespaced_lease(ns, {"metadata": {"name": "l"}, "spec": {
-        "renewTime": "2026-12-01T05:35:22.000000+00:00", "acquireTime": micro_time()}}, _preload_content=False)
-    # Raw JSON, not the client's model: the model turns renewTime into a datetime, and its
-    # isoformat() drops the fraction of a whole second, which the server then refuses.
-    lease = json.loads(created.data)
-    lease["spec"]["acquireTime"] = "2026-12-01T05:35:22.1234567Z"  # nanoseconds are refused too
-    with pytest.raises(ApiException) as err:
-        leases.replace_namespaced_lease("l", ns, lease)
-    assert err.value.status == 400 and 'cannot parse "7Z" as "Z07:00"' in status_of(err.value)["message"]
-    with pytest.raises(ApiException) as err:
-        target.core.create_namespaced_event(ns, {
-            "metadata": {"name": "e"}, "involvedObject": {"kind": "Service", "name": "web", "namespace": ns},
-            "reason": "Test", "eventTime": "2026-12-01T05:35:22Z", "reportingComponent": "portside",
-            "reportingInstance": "test", "action": "Testing"})
-    assert err.value.status == 400 and 'cannot parse "Z" as ".000000"' in status_of(err.value)["message"]
+    status, body = target.raw("POST", leases, lease("l", acquireTime="2026-12-01T05:35:22.1234567Z"))
+    assert status == 400 and body["message"].endswith('cannot parse "7Z" as "Z07:00"')  # nanoseconds
+    status, created = target.raw("POST", leases, lease("l", renewTime="2026-12-01T05:35:22.000000+00:00",
+                                                       acquireTime="2026-12-01T05:35:22.000001Z"))
+    assert status == 201, created
+    created["spec"]["renewTime"] = "2026-12-01T05:35:23Z"
+    status, body = target.raw("PUT", f"{leases}/l", created)
+    assert status == 400 and body["message"].endswith('cannot parse "Z" as ".000000"')
+    status, body = target.raw("POST", f"/api/v1/namespaces/{ns}/events", {
+        "apiVersion": "v1", "kind": "Event", "metadata": {"name": "e"},
+        "involvedObject": {"kind": "Service", "name": "web", "namespace": ns}, "reason": "Test",
+        "eventTime": "2026-12-01T05:35:22Z", "reportingComponent": "portside", "reportingInstance": "test",
+        "action": "Testing"})
+    # Go's format is "%s in version %q cannot be handled as a %s": "a Event", as the server says it.
+    assert status == 400 and body["message"].startswith('Event in version "v1" cannot be handled as a Event')
 
 
 # --- status subresource and no-op writes -----------------------------------------------------
