@@ -28,13 +28,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import pytest
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from tests.fakes.fault_proxy import FaultProxy
 from tests.fakes.kube_api import FakeKube
+from tests.fakes.kubeapi.crds import load_crds
 
 REAL_CLUSTER = os.environ.get("PORTSIDE_TEST_KUBECONFIG") or None
+# MetalLB's CRDs: shared/ beside the repository (as in CI), served by the fake when present.
+METALLB_CRDS = Path(__file__).resolve().parent.parent.parent / "shared" / "metallb-crds"
 FAKE_ONLY = "needs the fake API server's own surface (compaction or internals), not a real cluster"
 
 new_client_from_config: Any = config.new_client_from_config
@@ -107,6 +111,14 @@ class Cluster:
     def proxied_client(self) -> client.ApiClient:
         """An ApiClient through the fault proxy (logged, faults applied); close it when done."""
         return client.ApiClient(self.proxy.client_configuration())
+
+    def require_metallb(self) -> None:
+        """Skip, saying why, unless the cluster serves MetalLB's metallb.io/v1beta1 kinds."""
+        if self.is_fake and not METALLB_CRDS.is_dir():
+            pytest.skip(f"MetalLB's CRDs are not at {METALLB_CRDS} (shared/metallb-crds beside the repo)")
+        status, _ = self.raw("GET", "/apis/metallb.io/v1beta1")
+        if status != 200:
+            pytest.skip("the cluster does not serve metallb.io/v1beta1 (install MetalLB's CRDs to run this)")
 
     # -- setup through the official client --------------------------------------------------------
 
@@ -279,7 +291,8 @@ def open_cluster(tmp_path: Path, *, bookmark_interval: float = 60.0) -> Iterator
         upstream = client.Configuration()
         load_kube_config(config_file=REAL_CLUSTER, client_configuration=upstream)
     else:
-        fake = FakeKube(bookmark_interval=bookmark_interval).start()
+        crds = load_crds(METALLB_CRDS) if METALLB_CRDS.is_dir() else []
+        fake = FakeKube(bookmark_interval=bookmark_interval, crds=crds).start()
         upstream = fake.client_configuration()
     prefix = f"pt-{uuid.uuid4().hex[:8]}"
     api = client.ApiClient(upstream)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 Obj = dict[str, Any]
@@ -25,6 +25,11 @@ class _Kind:
     fields: tuple[str, ...] = _BASE_FIELDS
     merge_keys: tuple[tuple[str, str], ...] = ()  # strategic merge: list path -> merge key ("" = set)
     version: str = "v1"
+    custom: bool = False  # defined by a CustomResourceDefinition (see crds.py)
+    singular: str = ""
+    short_names: tuple[str, ...] = ()
+    list_kind: str = ""
+    schema: Obj | None = field(default=None, compare=False, hash=False)  # a CRD's openAPIV3Schema
 
     @property
     def api_version(self) -> str:
@@ -63,7 +68,6 @@ KINDS: tuple[_Kind, ...] = (
     _Kind("Lease", "leases", "coordination.k8s.io", namespaced=True, create_on_update=True,
           unconditional_update=False, merge_keys=_META_KEYS),
 )
-_BY_ROUTE = {(k.group, k.plural): k for k in KINDS}
 _BY_KIND = {k.kind: k for k in KINDS}
 _NAMESPACE = _BY_KIND["Namespace"]
 

@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from tests.fakes.kubeapi.discovery import discover
 from tests.fakes.kubeapi.errors import (
     _ApiError,
     _bad_request,
 )
 from tests.fakes.kubeapi.kinds import (
-    _BY_ROUTE,
     _PHRASES,
     _TRUE,
     _VERSION,
@@ -130,7 +130,7 @@ class FakeKube(_Verbs, _Watching, _Store):
 
     def __init__(self, *, history: int = 1000, bookmark_interval: float = 60.0,
                  namespaces: Iterable[str] = ("default", "kube-system", "kube-public", "kube-node-lease"),
-                 token: str | None = None, host: str = "127.0.0.1") -> None:
+                 token: str | None = None, host: str = "127.0.0.1", crds: Iterable[Obj] = ()) -> None:
         self.bookmark_interval = bookmark_interval
         self._token = token
         self._host = host
@@ -139,7 +139,7 @@ class FakeKube(_Verbs, _Watching, _Store):
         self._closed = False
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
-        super().__init__(history, namespaces)
+        super().__init__(history, namespaces, crds)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -292,6 +292,11 @@ class FakeKube(_Verbs, _Watching, _Store):
                 raise fault.error()
         if path in ("/version", "/version/") and method == "GET":
             return _Response(200, _VERSION)
+        if method == "GET":
+            with self._lock:
+                document = discover(path, self._kinds.values())
+            if document is not None:
+                return _Response(200, document)
         kind, namespace, name, sub = self._route(path)
         body: Any = None
         if raw:
@@ -322,19 +327,18 @@ class FakeKube(_Verbs, _Watching, _Store):
                     return _Response(200, self._delete(kind, namespace, name, body, dry_run))
         raise _ApiError(405, "the server does not allow this method on the requested resource")
 
-    @staticmethod
-    def _route(path: str) -> tuple[_Kind, str | None, str | None, str | None]:
+    def _route(self, path: str) -> tuple[_Kind, str | None, str | None, str | None]:
         parts = [p for p in path.split("/") if p]
         if parts[:2] == ["api", "v1"]:
-            group, rest = "", parts[2:]
-        elif len(parts) >= 3 and parts[0] == "apis" and parts[2] == "v1":
-            group, rest = parts[1], parts[3:]
+            group, version, rest = "", "v1", parts[2:]
+        elif len(parts) >= 3 and parts[0] == "apis":
+            group, version, rest = parts[1], parts[2], parts[3:]
         else:
-            rest, group = [], None
+            group, version, rest = None, "", []
         namespace = None
         if len(rest) >= 3 and rest[0] == "namespaces" and rest[2] not in ("status", "finalize"):
             namespace, rest = rest[1], rest[2:]
-        kind = _BY_ROUTE.get((group or "", rest[0])) if group is not None and rest else None
+        kind = self._route_of(group, version, rest[0]) if group is not None and rest else None
         if kind is None or len(rest) > 3 or (namespace is not None and not kind.namespaced) \
                 or (len(rest) == 3 and (rest[2] != "status" or not kind.status)) \
                 or (len(rest) >= 2 and kind.namespaced and namespace is None):

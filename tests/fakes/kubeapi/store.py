@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from tests.fakes.kubeapi.crds import kind_from_crd, prepare_custom, validate_custom
 from tests.fakes.kubeapi.errors import (
     _ApiError,
     _bad_request,
@@ -20,7 +21,6 @@ from tests.fakes.kubeapi.errors import (
     _kind_details,
 )
 from tests.fakes.kubeapi.kinds import (
-    _BY_KIND,
     _NAMESPACE,
     KINDS,
     Obj,
@@ -68,14 +68,22 @@ def _strip_meta(obj: Obj) -> Obj:
     return {k: v for k, v in obj.items() if k not in ("metadata", "kind", "apiVersion")}
 
 
+def _spec_of(kind: _Kind, obj: Obj) -> Obj:
+    """What moves metadata.generation: all but metadata, and but status where it has its own endpoint."""
+    return {k: v for k, v in _strip_meta(obj).items() if not (kind.status and k == "status")}
+
+
 class _Store:
     """Objects, the global resourceVersion and the watch history (internals: call with the lock held)."""
 
-    def __init__(self, history: int, namespaces: Iterable[str]) -> None:
+    def __init__(self, history: int, namespaces: Iterable[str], crds: Iterable[Obj] = ()) -> None:
         self.history_limit = history
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._objects: dict[_Kind, dict[str, Obj]] = {k: {} for k in KINDS}
+        self._kinds: dict[str, _Kind] = {k.kind: k for k in KINDS}
+        for crd in crds:
+            self.add_crd(crd)
         self._history: list[_Change] = []
         self._rv = 1000
         self._compacted = self._rv  # watching from a resourceVersion below this is 410 Gone
@@ -83,6 +91,19 @@ class _Store:
         self._next_node_port = 30000
         for name in namespaces:
             self.put_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+
+    def add_crd(self, crd: Obj) -> None:
+        """Serve the custom resources a CustomResourceDefinition defines (its storage version)."""
+        kind = kind_from_crd(crd)
+        with self._lock:
+            if kind.kind in self._kinds:
+                raise ValueError(f"FakeKube already serves {kind.kind}")
+            self._kinds[kind.kind] = kind
+            self._objects[kind] = {}
+
+    def _route_of(self, group: str, version: str, plural: str) -> _Kind | None:
+        return next((k for k in self._kinds.values()
+                     if (k.group, k.version, k.plural) == (group, version, plural)), None)
 
     @property
     def resource_version(self) -> str:
@@ -122,7 +143,7 @@ class _Store:
 
     def get_object(self, kind: str, name: str, namespace: str | None = None) -> Obj | None:
         """The stored object (a copy, with kind and apiVersion), or None."""
-        k = _BY_KIND[kind]
+        k = self._kinds[kind]
         key = f"{namespace or 'default'}/{name}" if k.namespaced else name
         with self._lock:
             found = self._objects[k].get(key)
@@ -130,14 +151,14 @@ class _Store:
 
     def list_objects(self, kind: str, namespace: str | None = None) -> list[Obj]:
         """Stored objects of `kind` (in `namespace`, or all), ordered as the server lists them."""
-        k = _BY_KIND[kind]
+        k = self._kinds[kind]
         with self._lock:
             return [_typed(k, copy.deepcopy(o)) for key, o in sorted(self._objects[k].items())
                     if namespace is None or o["metadata"].get("namespace") == namespace]
 
     def delete_object(self, kind: str, name: str, namespace: str | None = None) -> bool:
         """Delete directly, emitting the watch event; False when there was nothing to delete."""
-        k = _BY_KIND[kind]
+        k = self._kinds[kind]
         key = f"{namespace or 'default'}/{name}" if k.namespaced else name
         with self._changed:
             if key not in self._objects[k]:
@@ -147,9 +168,8 @@ class _Store:
 
     # -- store internals (call with the lock held) -----------------------------------------
 
-    @staticmethod
-    def _kind_of(obj: Obj) -> _Kind:
-        kind = _BY_KIND.get(str(obj.get("kind")))
+    def _kind_of(self, obj: Obj) -> _Kind:
+        kind = self._kinds.get(str(obj.get("kind")))
         if kind is None or obj.get("apiVersion", kind.api_version) != kind.api_version:
             raise ValueError(f"FakeKube does not serve {obj.get('apiVersion')}/{obj.get('kind')}")
         return kind
@@ -175,6 +195,8 @@ class _Store:
                 meta.pop(system, None)
             if kind.kind == "Service" and not keep_status:
                 obj["status"] = {}
+            elif kind.custom and kind.status and not keep_status:
+                obj.pop("status", None)  # create cannot set the status of a custom resource
         else:
             for system in ("uid", "creationTimestamp", "deletionTimestamp", "generation"):
                 if system in old["metadata"]:
@@ -182,14 +204,18 @@ class _Store:
                 else:
                     meta.pop(system, None)
         self._default(kind, obj, old)
+        if kind.custom:
+            prepare_custom(kind, obj)
         errors = _validate_meta(kind, obj)
-        if kind.kind in _VALIDATORS:
+        if kind.custom:
+            errors += validate_custom(kind, obj)
+        elif kind.kind in _VALIDATORS:
             errors += _VALIDATORS[kind.kind](obj, old)
         if errors:
             raise _invalid(kind.qualified_kind, meta.get("name") or "", errors,
                            _kind_details(kind, meta.get("name") or ""))
         if old is not None:
-            if kind.generation and _strip_meta(obj) != _strip_meta(old):
+            if kind.generation and _spec_of(kind, obj) != _spec_of(kind, old):
                 meta["generation"] = old["metadata"].get("generation", 1) + 1
             if _without_rv(_strip_type(obj)) == _without_rv(old):
                 return old  # nothing changed: etcd is not written, no resourceVersion, no event
@@ -218,7 +244,7 @@ class _Store:
             terminating["metadata"]["resourceVersion"] = str(self._rv)
             self._objects[kind][key] = terminating
             self._record(kind, "MODIFIED", terminating, old)
-            for other in KINDS:
+            for other in self._kinds.values():
                 if other.namespaced:
                     for k in [k for k in self._objects[other] if k.startswith(key + "/")]:
                         self._remove(other, k)
@@ -328,5 +354,7 @@ class _Store:
             meta["continue"] = base64.b64encode(json.dumps(token).encode()).decode()
             if not query.get("labelSelector") and not query.get("fieldSelector"):
                 meta["remainingItemCount"] = len(rest)
-        return {"kind": f"{kind.kind}List", "apiVersion": kind.api_version, "metadata": meta,
-                "items": [copy.deepcopy(obj) for _, obj in page]}
+        # Custom resources are unstructured: their list items keep kind and apiVersion.
+        items = [_typed(kind, copy.deepcopy(obj)) if kind.custom else copy.deepcopy(obj) for _, obj in page]
+        return {"kind": kind.list_kind or f"{kind.kind}List", "apiVersion": kind.api_version, "metadata": meta,
+                "items": items}

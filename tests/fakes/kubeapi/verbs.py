@@ -87,7 +87,15 @@ class _Verbs:
         rv = obj["metadata"].get("resourceVersion")
         if rv and rv != old["metadata"]["resourceVersion"]:
             raise _conflict(kind, name, _STALE)
-        if sub == "status":
+        if sub == "status" and kind.custom:
+            # A custom resource's status strategy keeps everything of the old object but status.
+            status = obj.get("status")
+            obj = copy.deepcopy(_typed(kind, old))
+            if status is None:
+                obj.pop("status", None)
+            else:
+                obj["status"] = status
+        elif sub == "status":
             # The status strategies of Services, Nodes and Namespaces reset only spec: metadata
             # (labels, annotations) written through /status is kept, as on a real server.
             if "spec" in old:
@@ -95,7 +103,10 @@ class _Verbs:
             else:
                 obj.pop("spec", None)
         elif kind.status:
-            obj["status"] = copy.deepcopy(old.get("status", {}))
+            if "status" in old:
+                obj["status"] = copy.deepcopy(old["status"])
+            else:
+                obj.pop("status", None)
         return _typed(kind, copy.deepcopy(self._write(kind, obj, old, dry_run=dry_run)))
 
     def _replace(self, kind: _Kind, namespace: str | None, name: str, body: Any, sub: str | None,
@@ -131,6 +142,10 @@ class _Verbs:
             raise _bad_request("json: cannot unmarshal array into Go value of type map[string]interface {}")
         elif media == "application/merge-patch+json":
             patched = _merge_patch(current, patch)
+        elif media == "application/strategic-merge-patch+json" and kind.custom:
+            raise _ApiError(415, "the body of the request was in an unknown format - accepted media types "
+                                 "include: application/json-patch+json, application/merge-patch+json, "
+                                 "application/apply-patch+yaml")
         elif media == "application/strategic-merge-patch+json":
             patched = _strategic_map(current, patch, "", dict(kind.merge_keys)) or {}
         else:
