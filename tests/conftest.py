@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import textwrap
 from collections.abc import Iterator
 from contextlib import redirect_stderr, redirect_stdout
@@ -10,10 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 from reconciler.cli import main
 from tests.fakes.kube_api import FakeKube
-from tests.kube import FAKE_ONLY, REAL_CLUSTER, Cluster, open_cluster
+from tests.kube import FAKE_ONLY, REAL_CLUSTER, RUNNER_RBAC, SESSION_REQUESTS, Cluster, open_cluster
+from tests.rbac import Policy, service_account
 
 
 @dataclass
@@ -50,6 +53,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("fake") is not None:
             item.add_marker(pytest.mark.skip(reason=FAKE_ONLY))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The kube tests need no more than the RBAC they document: every request they made (the
+    tests' own and the code's) must be allowed by tests/kube-test-runner-rbac.yaml."""
+    if not SESSION_REQUESTS:
+        return
+    policy = Policy(yaml.safe_load_all(RUNNER_RBAC.read_text()))
+    verdict = policy.check(service_account("portside-test", "portside-test-runner"), SESSION_REQUESTS)
+    if verdict.denied:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        lines = [f"  denied: {d}" for d in dict.fromkeys(str(d) for d in verdict.denied)]
+        text = f"{RUNNER_RBAC.name} does not allow what the kube tests did:\n" + "\n".join(lines)
+        if reporter is not None:
+            reporter.write_line(text, red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if os.environ.get("PORTSIDE_TEST_RBAC_UNUSED"):  # when trimming the manifest, after a full run
+        print("\n".join(f"unused: {p}" for p in verdict.unused))
 
 
 @pytest.fixture

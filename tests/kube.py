@@ -33,13 +33,18 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from tests.fakes.fault_proxy import FaultProxy
-from tests.fakes.kube_api import FakeKube
+from tests.fakes.kube_api import FakeKube, LoggedRequest
 from tests.fakes.kubeapi.crds import load_crds
 
 REAL_CLUSTER = os.environ.get("PORTSIDE_TEST_KUBECONFIG") or None
 # MetalLB's CRDs: shared/ beside the repository (as in CI), served by the fake when present.
 METALLB_CRDS = Path(__file__).resolve().parent.parent.parent / "shared" / "metallb-crds"
 FAKE_ONLY = "needs the fake API server's own surface (compaction or internals), not a real cluster"
+
+# Every request the kube tests made in this session, theirs and the code's: tests/conftest.py holds
+# them against the test runner's RBAC (tests/kube-test-runner-rbac.yaml) at the end.
+SESSION_REQUESTS: list[LoggedRequest] = []
+RUNNER_RBAC = Path(__file__).resolve().parent / "kube-test-runner-rbac.yaml"
 
 new_client_from_config: Any = config.new_client_from_config
 load_kube_config: Any = config.load_kube_config
@@ -65,7 +70,7 @@ def _raw(response: Any) -> Any:
 class Cluster:
     """One test's view of the cluster; see the module docstring."""
 
-    api: client.ApiClient  # the test's own client, straight to the server (not logged by the proxy)
+    api: client.ApiClient  # the test's own client (through a proxy of its own: no faults, not in `proxy`'s log)
     upstream: Any  # kubernetes.client.Configuration of the server
     proxy: FaultProxy
     kubeconfig: Path  # for the code under test: through the proxy, default namespace `namespace`
@@ -295,7 +300,9 @@ def open_cluster(tmp_path: Path, *, bookmark_interval: float = 60.0) -> Iterator
         fake = FakeKube(bookmark_interval=bookmark_interval, crds=crds).start()
         upstream = fake.client_configuration()
     prefix = f"pt-{uuid.uuid4().hex[:8]}"
-    api = client.ApiClient(upstream)
+    # The test's own requests pass a proxy of their own: no faults, but logged for the RBAC check.
+    setup = FaultProxy(upstream).start()
+    api = client.ApiClient(setup.client_configuration())
     proxy = FaultProxy(upstream).start()
     try:
         cluster = Cluster(api, upstream, proxy, Path(), prefix, fake, prefix)
@@ -307,7 +314,9 @@ def open_cluster(tmp_path: Path, *, bookmark_interval: float = 60.0) -> Iterator
         finally:
             cluster.cleanup()
     finally:
+        SESSION_REQUESTS.extend(setup.requests() + proxy.requests())
         proxy.stop()
         api.close()
+        setup.stop()
         if fake is not None:
             fake.stop()
