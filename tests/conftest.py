@@ -51,8 +51,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if not REAL_CLUSTER:
         return
     for item in items:
-        if item.get_closest_marker("fake") is not None:
-            item.add_marker(pytest.mark.skip(reason=FAKE_ONLY))
+        marker = item.get_closest_marker("fake")
+        if marker is not None:  # @pytest.mark.fake("why") may say more
+            item.add_marker(pytest.mark.skip(reason=marker.args[0] if marker.args else FAKE_ONLY))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -82,13 +83,9 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
 
 @pytest.fixture
 def fake_kube() -> Iterator[FakeKube]:
+    """The fake itself, for tests of its own surface (they are marked `fake`)."""
     with FakeKube() as kube:
         yield kube
-
-
-@pytest.fixture
-def kubeconfig(fake_kube: FakeKube, tmp_path: Path) -> Path:
-    return fake_kube.write_kubeconfig(tmp_path / "kubeconfig")
 
 
 @pytest.fixture(autouse=True)

@@ -39,7 +39,8 @@ from tests.fakes.kubeapi.crds import load_crds
 REAL_CLUSTER = os.environ.get("PORTSIDE_TEST_KUBECONFIG") or None
 # MetalLB's CRDs: shared/ beside the repository (as in CI), served by the fake when present.
 METALLB_CRDS = Path(__file__).resolve().parent.parent.parent / "shared" / "metallb-crds"
-FAKE_ONLY = "needs the fake API server's own surface (compaction or internals), not a real cluster"
+FAKE_ONLY = ("needs the fake API server's own surface (its request log, fault switches, history compaction "
+             "or internals), not a real cluster")
 
 # Every request the kube tests made in this session, theirs and the code's: tests/conftest.py holds
 # them against the test runner's RBAC (tests/kube-test-runner-rbac.yaml) at the end.

@@ -7,7 +7,10 @@ client talks to it exactly as to a real apiserver (`fake.client_configuration()`
 Resources served (paths as the real server has them):
   core/v1 Services (+ /status), Nodes (+ /status, cluster-scoped), Namespaces (+ /status,
   cluster-scoped), ConfigMaps, Events; discovery.k8s.io/v1 EndpointSlices;
-  coordination.k8s.io/v1 Leases.  Also GET /version.  events.k8s.io/v1 is not served.
+  coordination.k8s.io/v1 Leases; custom resources of the CRDs given as `crds=` (MetalLB's
+  metallb.io/v1beta1 IPAddressPool and L2Advertisement in the tests; see kubeapi/crds.py for what
+  a real server does with them and what is reproduced).  Also GET /version and discovery (/api,
+  /api/v1, /apis, /apis/{group}, /apis/{group}/{version}).  events.k8s.io/v1 is not served.
 
 Server behaviours reproduced:
 - One global, monotonically increasing resourceVersion (a decimal string, as etcd revisions are);
@@ -17,9 +20,11 @@ Server behaviours reproduced:
 - create: 201; 409 AlreadyExists; 404 when the namespace does not exist (NamespaceLifecycle);
   422 Invalid without metadata.name/generateName or with a malformed name/label; generateName;
   500 when metadata.resourceVersion is set on create (as the etcd3 store refuses it).
-- get: 404 NotFound.  replace (PUT): 409 Conflict on a stale metadata.resourceVersion; Leases
-  require one (422), others allow unconditional updates; Leases and Events may be created by PUT
-  (AllowCreateOnUpdate), the others 404; a name differing from the URL is 400.
+- get: 404 NotFound.  replace (PUT): 409 Conflict on a stale metadata.resourceVersion; Leases and
+  custom resources require one (422 `... metadata.resourceVersion: Invalid value: 0x0: must be
+  specified for an update`), the built-in kinds above allow unconditional updates; Leases and
+  Events may be created by PUT (AllowCreateOnUpdate), the others 404; a name differing from the
+  URL is 400.
 - Status subresource (Services, Nodes, Namespaces): writes to the main resource keep the old
   status; PUT/PATCH to /status keep the old spec (metadata written there is kept, as the real
   status strategies only reset spec).  A Service's status is dropped on create.
@@ -30,9 +35,12 @@ Server behaviours reproduced:
   allocateLoadBalancerNodePorts, status.loadBalancer.ingress[].ipMode=VIP (Kubernetes >= 1.30);
   Namespace phase Active, finalizers and the kubernetes.io/metadata.name label. clusterIP and a
   port's nodePort are kept when an update leaves them out; changing clusterIP is 422.
-- Validation (422, field paths and messages in the real format) of names, labels, Service
-  type/ports/ingress IPs, Lease durations, ConfigMap keys, EndpointSlice addressType/addresses and
-  Event involvedObject.namespace.
+- Decoding: a MicroTime (Lease spec.acquireTime/renewTime, Event eventTime) must have exactly six
+  fractional digits; otherwise 400 `Lease in version "v1" cannot be handled as a Lease: parsing time
+  ... as "2006-01-02T15:04:05.000000Z07:00": ...` (a PATCH that produces one: 422 on `patch`).
+- Validation (422, `Kind.group "name" is invalid: ...`, field paths and messages in the real
+  format) of names, labels, Service type/ports/ingress IPs, Lease durations, ConfigMap keys,
+  EndpointSlice addressType/addresses and Event involvedObject.namespace.
 - delete: Services and Namespaces return the object, the other kinds a Success Status;
   DeleteOptions preconditions (uid, resourceVersion) give 409. Deleting a Namespace deletes the
   objects in it (what the namespace controller does, here synchronously).
