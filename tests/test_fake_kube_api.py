@@ -22,7 +22,7 @@ from kubernetes.client import ApiException
 
 from reconciler.controller.leader import micro_time
 from tests.fakes.kube_api import FakeKube
-from tests.kube import Cluster
+from tests.kube import Cluster, wait_for
 
 pytestmark = pytest.mark.kube
 
@@ -150,21 +150,33 @@ def test_lease_endpointslice_event_crud(target: Target) -> None:
     assert [e.message for e in events.items] == ["assigned 192.0.2.10"]
 
 
-@pytest.mark.fake
-def test_cluster_scoped_node_and_namespace(kube: FakeKube, core: Any) -> None:
-    node = core.create_node({"metadata": {"name": "node-a", "labels": {"role": "worker"}},
+def test_cluster_scoped_node_and_namespace(target: Target) -> None:
+    core, name = target.core, target.node_name("node-a")
+    node = core.create_node({"metadata": {"name": name, "labels": {"role": target.prefix}},
                              "status": {"addresses": [{"type": "InternalIP", "address": "192.168.1.10"}]}})
-    assert node.metadata.namespace is None
-    assert node.status.addresses[0].address == "192.168.1.10"  # node status is kept on create
-    assert [n.metadata.name for n in core.list_node(label_selector="role=worker").items] == ["node-a"]
-    ns = core.create_namespace({"metadata": {"name": "apps"}})
+    try:
+        assert node.metadata.namespace is None
+        assert node.status.addresses[0].address == "192.168.1.10"  # node status is kept on create
+        assert [n.metadata.name for n in core.list_node(label_selector=f"role={target.prefix}").items] == [name]
+    finally:
+        assert core.delete_node(name)["status"] == "Success"
+    apps = target.make_namespace("apps")  # also deleted at the end if the test fails before
+    ns = core.read_namespace(apps)
     assert ns.status.phase == "Active"
-    assert ns.metadata.labels == {"kubernetes.io/metadata.name": "apps"}
-    core.create_namespaced_config_map("apps", {"metadata": {"name": "x"}})
-    deleted = core.delete_namespace("apps")  # the client types this as a plain object
+    assert ns.metadata.labels == {"kubernetes.io/metadata.name": apps}
+    core.create_namespaced_config_map(apps, {"metadata": {"name": "x"}})
+    deleted = core.delete_namespace(apps)  # the client types this as a plain object
     assert deleted["kind"] == "Namespace" and deleted["status"]["phase"] == "Terminating"
-    assert kube.get_object("ConfigMap", "x", "apps") is None  # the namespace's objects went with it
-    assert core.delete_node("node-a")["status"] == "Success"
+
+    def gone() -> bool:  # the namespace controller empties, then removes it: at once on the fake
+        try:
+            core.read_namespace(apps)
+        except ApiException as exc:
+            return exc.status == 404
+        return False
+
+    wait_for(gone, f"namespace {apps} to be deleted", timeout=120)
+    assert target.config_map("x", apps) is None  # the namespace's objects went with it
 
 
 # --- errors -----------------------------------------------------------------------------------
@@ -453,15 +465,16 @@ def test_label_and_field_selectors(target: Target) -> None:
     assert (err.value.status, status_of(err.value)["reason"]) == (400, "BadRequest")
 
 
-@pytest.mark.fake
-def test_list_across_all_namespaces(kube: FakeKube, core: Any) -> None:
-    core.create_namespace({"metadata": {"name": "apps"}})
-    core.create_namespaced_service("default", service("one"))
-    core.create_namespaced_service("apps", service("two"))
+def test_list_across_all_namespaces(target: Target) -> None:
+    core, apps = target.core, target.make_namespace("apps")
+    core.create_namespaced_service(target.namespace, service("one"))
+    core.create_namespaced_service(apps, service("two"))
     listed = core.list_service_for_all_namespaces()
     assert listed.kind == "ServiceList"
-    found = [(s.metadata.namespace, s.metadata.name) for s in listed.items]
-    assert found == [("apps", "two"), ("default", "one")]
+    found = [(s.metadata.namespace, s.metadata.name) for s in listed.items
+             if s.metadata.namespace.startswith(target.namespace)]  # a real cluster has others
+    # Ordered by etcd key, namespace/name: "pt-x-apps/two" sorts before "pt-x/one" ('-' < '/').
+    assert found == [(apps, "two"), (target.namespace, "one")]
 
 
 # --- watch ------------------------------------------------------------------------------------
@@ -516,14 +529,14 @@ def test_watch_resumes_from_a_resource_version(target: Target) -> None:
     stream.close()
 
 
-@pytest.mark.fake
-def test_watch_selector_turns_leaving_objects_into_deleted(kube: FakeKube, core: Any) -> None:
-    core.create_namespaced_config_map("default", {"metadata": {"name": "cm", "labels": {"app": "web"}}})
-    start = core.list_namespaced_config_map("default").metadata.resource_version
-    core.patch_namespaced_config_map("cm", "default", {"metadata": {"labels": {"app": None}}})
-    core.patch_namespaced_config_map("cm", "default", {"metadata": {"labels": {"app": "web"}}})
+def test_watch_selector_turns_leaving_objects_into_deleted(target: Target) -> None:
+    core, ns = target.core, target.namespace
+    core.create_namespaced_config_map(ns, {"metadata": {"name": "cm", "labels": {"app": "web"}}})
+    start = core.list_namespaced_config_map(ns).metadata.resource_version
+    core.patch_namespaced_config_map("cm", ns, {"metadata": {"labels": {"app": None}}})
+    core.patch_namespaced_config_map("cm", ns, {"metadata": {"labels": {"app": "web"}}})
     w = Watch()
-    stream = w.stream(core.list_namespaced_config_map, "default", label_selector="app=web",
+    stream = w.stream(core.list_namespaced_config_map, ns, label_selector="app=web",
                       resource_version=start, timeout_seconds=10)
     assert [e["type"] for e in take(stream, 2)] == ["DELETED", "ADDED"]
     w.stop()
@@ -545,19 +558,18 @@ def test_watch_bookmarks_only_when_allowed(kube: FakeKube, core: Any) -> None:
     assert [e["type"] for e in plain] == []
 
 
-@pytest.mark.fake
-def test_send_initial_events_ends_with_annotated_bookmark(kube: FakeKube, core: Any) -> None:
-    core.create_namespaced_service("default", service("web"))
+def test_send_initial_events_ends_with_annotated_bookmark(target: Target) -> None:
+    core, ns = target.core, target.namespace
+    core.create_namespaced_service(ns, service("web"))
     w = Watch()
-    stream = w.stream(core.list_service_for_all_namespaces, send_initial_events=True,
+    stream = w.stream(core.list_namespaced_service, ns, send_initial_events=True,
                       allow_watch_bookmarks=True, resource_version_match="NotOlderThan", timeout_seconds=10)
     added, bookmark = take(stream, 2, {"ADDED", "BOOKMARK"})
     assert added["type"] == "ADDED" and bookmark["type"] == "BOOKMARK"
     assert bookmark["raw_object"]["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}
     stream.close()
     with pytest.raises(ApiException) as err:
-        list(Watch().stream(core.list_service_for_all_namespaces, send_initial_events=True,
-                                  timeout_seconds=1))
+        list(Watch().stream(core.list_namespaced_service, ns, send_initial_events=True, timeout_seconds=1))
     assert err.value.status == 422
 
 
