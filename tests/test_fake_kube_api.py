@@ -701,11 +701,11 @@ def test_put_and_get_object_helpers_reach_the_api(kube: FakeKube, core: Any) -> 
     assert kube.delete_object("Service", "web", "apps") and kube.get_object("Service", "web", "apps") is None
 
 
-@pytest.mark.fake
-def test_dry_run_stores_nothing(kube: FakeKube, core: Any) -> None:
-    answer = core.create_namespaced_config_map("default", {"metadata": {"name": "cm"}}, dry_run="All")
+def test_dry_run_stores_nothing(target: Target) -> None:
+    answer = target.core.create_namespaced_config_map(target.namespace, {"metadata": {"name": "cm"}},
+                                                      dry_run="All")
     assert answer.metadata.name == "cm"
-    assert kube.get_object("ConfigMap", "cm") is None
+    assert target.config_map("cm") is None
 
 
 @pytest.mark.fake
@@ -726,14 +726,13 @@ def test_kubeconfig_and_bearer_token(tmp_path: Path) -> None:
         assert "s3cret" not in repr(fake.requests())
 
 
-@pytest.mark.fake
-def test_concurrent_writers_get_distinct_resource_versions(kube: FakeKube, api: client.ApiClient) -> None:
-    core: Any = client.CoreV1Api(api)
+def test_concurrent_writers_get_distinct_resource_versions(target: Target) -> None:
+    core: Any = target.core
     versions: list[str] = []
     lock = threading.Lock()
 
     def write(i: int) -> None:
-        cm = core.create_namespaced_config_map("default", {"metadata": {"name": f"cm-{i}"}})
+        cm = core.create_namespaced_config_map(target.namespace, {"metadata": {"name": f"cm-{i}"}})
         with lock:
             versions.append(cm.metadata.resource_version)
 
