@@ -25,7 +25,7 @@ from test_git_source import Remote
 
 from reconciler.controller.webhook import sign
 from tests.fakes.cloudflare_api import FakeCloudflare
-from tests.fakes.kube_api import FakeKube
+from tests.kube import Cluster, Objects
 
 SECRET = b"webhook-secret-for-tests"
 CF_TOKEN = "cf-token-e2e-0123456789abcdef"
@@ -249,27 +249,24 @@ def lb_service(name: str) -> dict[str, Any]:
             "spec": {"type": "LoadBalancer", "selector": {"app": name}, "ports": [{"port": 80, "protocol": "TCP"}]}}
 
 
-def node(name: str, address: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name},
-            "status": {"addresses": [{"type": "InternalIP", "address": address}],
-                       "conditions": [{"type": "Ready", "status": "True"}]}}
-
-
-def ingress(kube: FakeKube, name: str) -> list[str]:
+def ingress(kube: Objects, name: str) -> list[str]:
     service = kube.get_object("Service", name, "default")
     assert service is not None
     return [i["ip"] for i in ((service.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []]
 
 
 class World:
-    def __init__(self, tmp: Path, kube: FakeKube, cf: FakeCloudflare) -> None:
-        self.tmp, self.kube, self.cf = tmp, kube, cf
-        kube.put_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "portside-system"}})
-        kube.put_object(node("node-a", "10.0.0.1"))
-        kube.put_object(node("node-b", "10.0.0.2"))
+    def __init__(self, tmp: Path, cluster: Cluster, cf: FakeCloudflare) -> None:
+        # The fake or a real cluster (tests/kube.py): "portside-system" and "default" are the
+        # test's namespaces, set up and read through the official client.
+        self.tmp, self.cluster, self.cf = tmp, cluster, cf
+        self.kube = Objects(cluster, {"portside-system": cluster.namespace,
+                                      "default": cluster.make_namespace("default")})
+        cluster.add_node("node-a", "10.0.0.1")
+        cluster.add_node("node-b", "10.0.0.2")
         self.zone = cf.add_zone("example.dev")
         self.tunnel = str(cf.add_tunnel(None, "home")["id"])
-        self.kubeconfig = kube.write_kubeconfig(tmp / "kubeconfig")
+        self.kubeconfig = cluster.kubeconfig
         self.remote = Remote(tmp)
 
     def files(self, routes: list[str]) -> dict[str, str]:
@@ -292,13 +289,13 @@ class World:
                 spec:
                   tunnel: home
                   hostname: {name}.example.dev
-                  service: {{namespace: default, name: {name}, port: 80}}
+                  service: {{namespace: {self.kube.namespace("default")}, name: {name}, port: 80}}
                 """)
         return files
 
     def start(self, processes: list[Portside], name: str, *extra: str) -> Portside:
         run = Portside(self.tmp, name, ["--source", self.remote.url, "--kubeconfig", str(self.kubeconfig),
-                                        "--namespace", "portside-system", "--lease-duration", "2s", *extra],
+                                        "--namespace", self.cluster.namespace, "--lease-duration", "2s", *extra],
                        env={"CLOUDFLARE_API_TOKEN": CF_TOKEN, "CLOUDFLARE_BASE_URL": self.cf.base_url,
                             "POD_IP": "127.0.0.1"})
         processes.append(run)
@@ -313,11 +310,12 @@ class World:
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
-    with FakeKube() as kube, FakeCloudflare(token=CF_TOKEN) as cf:
-        yield World(tmp_path, kube, cf)
+def world(tmp_path: Path, cluster: Cluster) -> Iterator[World]:
+    with FakeCloudflare(token=CF_TOKEN) as cf:
+        yield World(tmp_path, cluster, cf)
 
 
+@pytest.mark.kube
 def test_cluster_services_drift_and_events(world: World, processes: list[Portside]) -> None:
     kube = world.kube
     kube.put_object(lb_service("blog"))
@@ -360,6 +358,7 @@ def test_cluster_services_drift_and_events(world: World, processes: list[Portsid
     assert run.stop() == 0
 
 
+@pytest.mark.kube
 def test_two_replicas_never_both_write(world: World, processes: list[Portside]) -> None:
     world.kube.put_object(lb_service("blog"))
     first = world.remote.push(world.files(["blog"]))
@@ -397,6 +396,7 @@ def test_two_replicas_never_both_write(world: World, processes: list[Portside]) 
     assert lease is not None and lease["spec"]["holderIdentity"] == "replica-b"
 
 
+@pytest.mark.kube
 def test_killed_mid_apply_converges_on_restart(world: World, processes: list[Portside]) -> None:
     names = [f"s{i}" for i in range(6)]
     for name in names:

@@ -1,16 +1,22 @@
-"""Cluster watches against the fake API server: what triggers a reconcile, and what does not."""
+"""Cluster watches: what triggers a reconcile, and what does not.
+
+Against the fake or the cluster PORTSIDE_TEST_KUBECONFIG names (tests/kube.py); the watcher goes
+through the fault proxy, which injects the errors and the early end of a watch.
+"""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from reconciler.controller.watch import ClusterWatcher, node_essence, service_essence, watched_kinds
 from tests.fakes.kube_api import FakeKube
+from tests.kube import Cluster
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> float:
@@ -61,16 +67,10 @@ class Seen:
 
 
 @pytest.fixture
-def kube() -> Iterator[FakeKube]:
-    with FakeKube(bookmark_interval=0.2) as fake:
-        yield fake
-
-
-@pytest.fixture
-def watching(kube: FakeKube) -> Iterator[tuple[ClusterWatcher, Seen]]:
-    kube.put_object(node("node-a"))
+def watching(cluster: Cluster) -> Iterator[tuple[ClusterWatcher, Seen]]:
+    cluster.add_node("node-a", "192.168.1.10")
     seen = Seen()
-    api = kube.api_client()
+    api = cluster.proxied_client()
     watcher = ClusterWatcher(watched_kinds(api), seen, timeout_seconds=2).start()
     for event in watcher.synced.values():
         assert event.wait(5)
@@ -81,33 +81,55 @@ def watching(kube: FakeKube) -> Iterator[tuple[ClusterWatcher, Seen]]:
     api.close()
 
 
-def test_new_loadbalancer_service_triggers_at_once(kube: FakeKube, watching: tuple[ClusterWatcher, Seen]) -> None:
+@pytest.mark.kube
+def test_new_loadbalancer_service_triggers_at_once(cluster: Cluster, watching: tuple[ClusterWatcher, Seen]) -> None:
     _, seen = watching
-    assert seen.count() == 0, "the initial list is not a change"
-    kube.put_object(service("internal", "ClusterIP"))
-    kube.put_object(service("web"))
-    took = wait_for(lambda: seen.count("Service default/web added") == 1)
+    assert seen.count(cluster.namespace) == 0, "the initial list is not a change"
+    cluster.add_service("internal", type="ClusterIP")
+    cluster.add_service("web")
+    took = wait_for(lambda: seen.count(f"Service {cluster.namespace}/web added") == 1)
     assert took < 0.5
-    assert seen.count("internal") == 0
+    assert seen.count(f"{cluster.namespace}/internal") == 0
 
 
-def test_only_essential_changes_trigger(kube: FakeKube, watching: tuple[ClusterWatcher, Seen]) -> None:
+@pytest.mark.kube
+def test_only_essential_changes_trigger(cluster: Cluster, watching: tuple[ClusterWatcher, Seen]) -> None:
     _, seen = watching
-    kube.put_object(node("node-a", heartbeat="2024-01-01T00:00:10Z"))  # a heartbeat
-    kube.put_object(node("node-a", zone="b"))  # a label change: advertisement selectors may match now
-    wait_for(lambda: seen.count("Node") == 1)
-    kube.put_object({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-                     "metadata": {"name": "web-1", "namespace": "default",
-                                  "labels": {"kubernetes.io/service-name": "web"}},
-                     "addressType": "IPv4",
-                     "endpoints": [{"addresses": ["10.0.0.1"], "nodeName": "node-a",
-                                    "conditions": {"ready": True}}]})
-    wait_for(lambda: seen.count("EndpointSlice default/web-1") == 1)
-    kube.delete_object("Node", "node-a")
-    wait_for(lambda: seen.count("Node /node-a deleted") == 1)
-    assert seen.count("Node") == 2
+    node = cluster.node_name("node-a")
+    cluster.set_node_status(node, "192.168.1.10", heartbeat=datetime(2030, 1, 1, tzinfo=UTC))  # a heartbeat
+    cluster.core.patch_node(node, {"metadata": {"labels": {"zone": "b"}}})  # selectors may match now
+    wait_for(lambda: seen.count(f"Node /{node}") == 1)
+    cluster.add_endpoint_slice("web", [{"addresses": ["10.0.0.1"], "nodeName": node, "conditions": {"ready": True}}])
+    wait_for(lambda: seen.count(f"EndpointSlice {cluster.namespace}/web-") == 1)
+    cluster.core.delete_node(node)
+    wait_for(lambda: seen.count(f"Node /{node} deleted") == 1)
+    assert seen.count(f"Node /{node}") == 2
 
 
+@pytest.mark.kube
+def test_a_watch_that_ends_early_is_resumed(cluster: Cluster) -> None:
+    # The proxy ends the next Service watch after one event, as a server does at its watch timeout;
+    # the watcher resumes from the last resourceVersion it saw: nothing is missed, nothing repeated.
+    cluster.proxy.end_watch_next("/services$", after_events=1)
+    seen = Seen()
+    api = cluster.proxied_client()
+    watcher = ClusterWatcher(watched_kinds(api)[:1], seen, timeout_seconds=30).start()
+    try:
+        assert watcher.synced["Service"].wait(5)
+        cluster.add_service("web")
+        wait_for(lambda: seen.count(f"{cluster.namespace}/web") == 1)
+        cluster.add_service("shop")
+        wait_for(lambda: seen.count(f"{cluster.namespace}/shop") == 1, what="watching again after the end")
+        watches = [r for r in cluster.proxy.requests("GET", "/services$") if r.query.get("watch")]
+        assert len(watches) >= 2, "a second watch"
+        assert seen.count(f"{cluster.namespace}/web") == 1
+    finally:
+        watcher.stop()
+        api.close()
+
+
+@pytest.mark.kube
+@pytest.mark.fake
 def test_expired_watch_lists_again() -> None:
     seen = Seen()
     with FakeKube(bookmark_interval=60) as kube:  # no bookmark moves the watch forward
@@ -136,15 +158,17 @@ def test_expired_watch_lists_again() -> None:
             api.close()
 
 
-def test_api_errors_are_retried(kube: FakeKube) -> None:
-    kube.fail_next("GET", "/api/v1/services", 503, count=2)
+@pytest.mark.kube
+def test_api_errors_are_retried(cluster: Cluster) -> None:
+    cluster.proxy.fail_next("GET", "/api/v1/services", 503, count=2)
     seen = Seen()
-    api = kube.api_client()
+    api = cluster.proxied_client()
     watcher = ClusterWatcher(watched_kinds(api)[:1], seen, timeout_seconds=2).start()
     try:
         assert watcher.synced["Service"].wait(5)
-        kube.put_object(service("web"))
-        wait_for(lambda: seen.count("web") == 1)
+        cluster.add_service("web")
+        wait_for(lambda: seen.count(f"{cluster.namespace}/web") == 1)
+        assert [r.status for r in cluster.proxy.requests("GET", "/api/v1/services$")][:3] == [503, 503, 200]
     finally:
         watcher.stop()
         api.close()

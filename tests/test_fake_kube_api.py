@@ -3,19 +3,16 @@
 Tests taking the `target` fixture check server behaviour and also run against a real cluster when
 PORTSIDE_TEST_KUBECONFIG names one (each in a namespace of its own, deleted afterwards), so the fake
 can be checked against the real thing. Tests taking `kube` use the fake's own test surface
-(request log, faults, compaction, direct state access).
+(request log, faults, compaction, direct state access): they are marked `fake`.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import queue
 import threading
 import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,34 +20,23 @@ import pytest
 from kubernetes import client, config, watch
 from kubernetes.client import ApiException
 
+from reconciler.controller.leader import micro_time
 from tests.fakes.kube_api import FakeKube
+from tests.kube import Cluster, wait_for
 
-REAL_CLUSTER = os.environ.get("PORTSIDE_TEST_KUBECONFIG")
+pytestmark = pytest.mark.kube
 
 # The client's models type every field Optional and its watch/config modules are untyped; the tests
 # handle its objects as Any rather than assert non-None before every attribute.
 Watch: Any = watch.Watch
 load_kube_config: Any = config.load_kube_config
-new_client_from_config: Any = config.new_client_from_config
+# `target`: the fake, or the real cluster PORTSIDE_TEST_KUBECONFIG names, in a namespace of its own.
+Target = Cluster
 
 
-@dataclass
-class Target:
-    api: client.ApiClient
-    namespace: str
-    fake: FakeKube | None
-
-    @property
-    def core(self) -> Any:
-        return client.CoreV1Api(self.api)
-
-    @property
-    def leases(self) -> Any:
-        return client.CoordinationV1Api(self.api)
-
-    @property
-    def discovery(self) -> Any:
-        return client.DiscoveryV1Api(self.api)
+@pytest.fixture
+def target(cluster: Cluster) -> Cluster:
+    return cluster
 
 
 @pytest.fixture
@@ -68,28 +54,6 @@ def api(kube: FakeKube) -> Iterator[client.ApiClient]:
 @pytest.fixture
 def core(api: client.ApiClient) -> Any:
     return client.CoreV1Api(api)
-
-
-@pytest.fixture
-def target() -> Iterator[Target]:
-    namespace = f"t-{uuid.uuid4().hex[:10]}"
-    if REAL_CLUSTER:
-        api_client = new_client_from_config(config_file=REAL_CLUSTER)
-        fake = None
-    else:
-        fake = FakeKube(bookmark_interval=0.1).start()
-        api_client = client.ApiClient(fake.client_configuration())
-    core: Any = client.CoreV1Api(api_client)
-    core.create_namespace({"metadata": {"name": namespace}})
-    try:
-        yield Target(api_client, namespace, fake)
-    finally:
-        try:
-            core.delete_namespace(namespace)
-        finally:
-            api_client.close()
-            if fake is not None:
-                fake.stop()
 
 
 def status_of(error: ApiException) -> dict[str, Any]:
@@ -186,20 +150,33 @@ def test_lease_endpointslice_event_crud(target: Target) -> None:
     assert [e.message for e in events.items] == ["assigned 192.0.2.10"]
 
 
-def test_cluster_scoped_node_and_namespace(kube: FakeKube, core: Any) -> None:
-    node = core.create_node({"metadata": {"name": "node-a", "labels": {"role": "worker"}},
+def test_cluster_scoped_node_and_namespace(target: Target) -> None:
+    core, name = target.core, target.node_name("node-a")
+    node = core.create_node({"metadata": {"name": name, "labels": {"role": target.prefix}},
                              "status": {"addresses": [{"type": "InternalIP", "address": "192.168.1.10"}]}})
-    assert node.metadata.namespace is None
-    assert node.status.addresses[0].address == "192.168.1.10"  # node status is kept on create
-    assert [n.metadata.name for n in core.list_node(label_selector="role=worker").items] == ["node-a"]
-    ns = core.create_namespace({"metadata": {"name": "apps"}})
+    try:
+        assert node.metadata.namespace is None
+        assert node.status.addresses[0].address == "192.168.1.10"  # node status is kept on create
+        assert [n.metadata.name for n in core.list_node(label_selector=f"role={target.prefix}").items] == [name]
+    finally:
+        assert core.delete_node(name)["status"] == "Success"
+    apps = target.make_namespace("apps")  # also deleted at the end if the test fails before
+    ns = core.read_namespace(apps)
     assert ns.status.phase == "Active"
-    assert ns.metadata.labels == {"kubernetes.io/metadata.name": "apps"}
-    core.create_namespaced_config_map("apps", {"metadata": {"name": "x"}})
-    deleted = core.delete_namespace("apps")  # the client types this as a plain object
+    assert ns.metadata.labels == {"kubernetes.io/metadata.name": apps}
+    core.create_namespaced_config_map(apps, {"metadata": {"name": "x"}})
+    deleted = core.delete_namespace(apps)  # the client types this as a plain object
     assert deleted["kind"] == "Namespace" and deleted["status"]["phase"] == "Terminating"
-    assert kube.get_object("ConfigMap", "x", "apps") is None  # the namespace's objects went with it
-    assert core.delete_node("node-a")["status"] == "Success"
+
+    def gone() -> bool:  # the namespace controller empties, then removes it: at once on the fake
+        try:
+            core.read_namespace(apps)
+        except ApiException as exc:
+            return exc.status == 404
+        return False
+
+    wait_for(gone, f"namespace {apps} to be deleted", timeout=120)
+    assert target.config_map("x", apps) is None  # the namespace's objects went with it
 
 
 # --- errors -----------------------------------------------------------------------------------
@@ -273,7 +250,7 @@ def test_lease_conflict_for_leader_election(target: Target) -> None:
     seen_by_b = leases.read_namespaced_lease("portside", ns)
     seen_by_b.spec.holder_identity, seen_by_b.spec.lease_transitions = "b", 1
     leases.replace_namespaced_lease("portside", ns, seen_by_b)  # b takes over
-    seen_by_a.spec.renew_time = seen_by_a.metadata.creation_timestamp
+    seen_by_a.spec.renew_time = micro_time()  # a MicroTime: exactly six fractional digits
     with pytest.raises(ApiException) as err:  # a renews from a stale read and must lose
         leases.replace_namespaced_lease("portside", ns, seen_by_a)
     assert status_of(err.value)["reason"] == "Conflict"
@@ -289,8 +266,41 @@ def test_lease_replace_needs_resource_version_and_put_creates(target: Target) ->
         leases.replace_namespaced_lease("other", ns, {"metadata": {"name": "other"}, "spec": {}})
     body = status_of(err.value)
     assert (err.value.status, body["details"]["causes"][0]["field"]) == (422, "metadata.resourceVersion")
-    assert body["message"] == ('leases.coordination.k8s.io "other" is invalid: metadata.resourceVersion: '
+    assert body["message"] == ('Lease.coordination.k8s.io "other" is invalid: metadata.resourceVersion: '
                                "Invalid value: 0x0: must be specified for an update")
+    assert {k: body["details"][k] for k in ("name", "group", "kind")} == {
+        "name": "other", "group": "coordination.k8s.io", "kind": "Lease"}
+
+
+def test_micro_time_needs_exactly_six_fractional_digits(target: Target) -> None:
+    # Raw JSON: the official client (>= 35) parses MicroTime strings into datetimes and re-formats
+    # them, so it could not send most of these values as written.
+    ns = target.namespace
+    leases = f"/apis/coordination.k8s.io/v1/namespaces/{ns}/leases"
+
+    def lease(name: str, **spec: str) -> dict[str, Any]:
+        return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": name}, "spec": spec}
+
+    status, body = target.raw("POST", leases, lease("l", renewTime="2026-12-01T05:35:22+00:00"))
+    assert (status, body["reason"]) == (400, "BadRequest")
+    assert body["message"] == ('Lease in version "v1" cannot be handled as a Lease: parsing time '
+                               '"2026-12-01T05:35:22+00:00" as "2006-01-02T15:04:05.000000Z07:00": '
+                               'cannot parse "+00:00" as ".000000"')
+    status, body = target.raw("POST", leases, lease("l", acquireTime="2026-12-01T05:35:22.1234567Z"))
+    assert status == 400 and body["message"].endswith('cannot parse "7Z" as "Z07:00"')  # nanoseconds
+    status, created = target.raw("POST", leases, lease("l", renewTime="2026-12-01T05:35:22.000000+00:00",
+                                                       acquireTime="2026-12-01T05:35:22.000001Z"))
+    assert status == 201, created
+    created["spec"]["renewTime"] = "2026-12-01T05:35:23Z"
+    status, body = target.raw("PUT", f"{leases}/l", created)
+    assert status == 400 and body["message"].endswith('cannot parse "Z" as ".000000"')
+    status, body = target.raw("POST", f"/api/v1/namespaces/{ns}/events", {
+        "apiVersion": "v1", "kind": "Event", "metadata": {"name": "e"},
+        "involvedObject": {"kind": "Service", "name": "web", "namespace": ns}, "reason": "Test",
+        "eventTime": "2026-12-01T05:35:22Z", "reportingComponent": "portside", "reportingInstance": "test",
+        "action": "Testing"})
+    # Go's format is "%s in version %q cannot be handled as a %s": "a Event", as the server says it.
+    assert status == 400 and body["message"].startswith('Event in version "v1" cannot be handled as a Event')
 
 
 # --- status subresource and no-op writes -----------------------------------------------------
@@ -420,6 +430,7 @@ def test_list_pagination_is_a_consistent_snapshot(target: Target) -> None:
     assert names == ["cm-2", "cm-3", "cm-4"]
 
 
+@pytest.mark.fake
 def test_continue_token_older_than_history_is_410(kube: FakeKube, core: Any) -> None:
     for i in range(3):
         core.create_namespaced_config_map("default", {"metadata": {"name": f"cm-{i}"}})
@@ -454,14 +465,16 @@ def test_label_and_field_selectors(target: Target) -> None:
     assert (err.value.status, status_of(err.value)["reason"]) == (400, "BadRequest")
 
 
-def test_list_across_all_namespaces(kube: FakeKube, core: Any) -> None:
-    core.create_namespace({"metadata": {"name": "apps"}})
-    core.create_namespaced_service("default", service("one"))
-    core.create_namespaced_service("apps", service("two"))
+def test_list_across_all_namespaces(target: Target) -> None:
+    core, apps = target.core, target.make_namespace("apps")
+    core.create_namespaced_service(target.namespace, service("one"))
+    core.create_namespaced_service(apps, service("two"))
     listed = core.list_service_for_all_namespaces()
     assert listed.kind == "ServiceList"
-    found = [(s.metadata.namespace, s.metadata.name) for s in listed.items]
-    assert found == [("apps", "two"), ("default", "one")]
+    found = [(s.metadata.namespace, s.metadata.name) for s in listed.items
+             if s.metadata.namespace.startswith(target.namespace)]  # a real cluster has others
+    # Ordered by etcd key, namespace/name: "pt-x-apps/two" sorts before "pt-x/one" ('-' < '/').
+    assert found == [(apps, "two"), (target.namespace, "one")]
 
 
 # --- watch ------------------------------------------------------------------------------------
@@ -516,19 +529,21 @@ def test_watch_resumes_from_a_resource_version(target: Target) -> None:
     stream.close()
 
 
-def test_watch_selector_turns_leaving_objects_into_deleted(kube: FakeKube, core: Any) -> None:
-    core.create_namespaced_config_map("default", {"metadata": {"name": "cm", "labels": {"app": "web"}}})
-    start = core.list_namespaced_config_map("default").metadata.resource_version
-    core.patch_namespaced_config_map("cm", "default", {"metadata": {"labels": {"app": None}}})
-    core.patch_namespaced_config_map("cm", "default", {"metadata": {"labels": {"app": "web"}}})
+def test_watch_selector_turns_leaving_objects_into_deleted(target: Target) -> None:
+    core, ns = target.core, target.namespace
+    core.create_namespaced_config_map(ns, {"metadata": {"name": "cm", "labels": {"app": "web"}}})
+    start = core.list_namespaced_config_map(ns).metadata.resource_version
+    core.patch_namespaced_config_map("cm", ns, {"metadata": {"labels": {"app": None}}})
+    core.patch_namespaced_config_map("cm", ns, {"metadata": {"labels": {"app": "web"}}})
     w = Watch()
-    stream = w.stream(core.list_namespaced_config_map, "default", label_selector="app=web",
+    stream = w.stream(core.list_namespaced_config_map, ns, label_selector="app=web",
                       resource_version=start, timeout_seconds=10)
     assert [e["type"] for e in take(stream, 2)] == ["DELETED", "ADDED"]
     w.stop()
     stream.close()
 
 
+@pytest.mark.fake
 def test_watch_bookmarks_only_when_allowed(kube: FakeKube, core: Any) -> None:
     before = int(kube.resource_version)
     w = Watch()
@@ -543,21 +558,22 @@ def test_watch_bookmarks_only_when_allowed(kube: FakeKube, core: Any) -> None:
     assert [e["type"] for e in plain] == []
 
 
-def test_send_initial_events_ends_with_annotated_bookmark(kube: FakeKube, core: Any) -> None:
-    core.create_namespaced_service("default", service("web"))
+def test_send_initial_events_ends_with_annotated_bookmark(target: Target) -> None:
+    core, ns = target.core, target.namespace
+    core.create_namespaced_service(ns, service("web"))
     w = Watch()
-    stream = w.stream(core.list_service_for_all_namespaces, send_initial_events=True,
+    stream = w.stream(core.list_namespaced_service, ns, send_initial_events=True,
                       allow_watch_bookmarks=True, resource_version_match="NotOlderThan", timeout_seconds=10)
     added, bookmark = take(stream, 2, {"ADDED", "BOOKMARK"})
     assert added["type"] == "ADDED" and bookmark["type"] == "BOOKMARK"
     assert bookmark["raw_object"]["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}
     stream.close()
     with pytest.raises(ApiException) as err:
-        list(Watch().stream(core.list_service_for_all_namespaces, send_initial_events=True,
-                                  timeout_seconds=1))
+        list(Watch().stream(core.list_namespaced_service, ns, send_initial_events=True, timeout_seconds=1))
     assert err.value.status == 422
 
 
+@pytest.mark.fake
 def test_watch_from_a_compacted_resource_version_is_410_gone(kube: FakeKube, core: Any) -> None:
     core.create_namespaced_service("default", service("web"))
     old = core.list_service_for_all_namespaces().metadata.resource_version
@@ -578,6 +594,7 @@ def test_watch_from_a_compacted_resource_version_is_410_gone(kube: FakeKube, cor
     assert err.value.status == 410 and "Expired: too old resource version" in err.value.reason
 
 
+@pytest.mark.fake
 def test_history_window_expires_old_resource_versions() -> None:
     with FakeKube(history=3) as small, client.ApiClient(small.client_configuration()) as api_client:
         small_core: Any = client.CoreV1Api(api_client)
@@ -594,6 +611,7 @@ def test_history_window_expires_old_resource_versions() -> None:
         assert [e["object"].metadata.name for e in events] == ["cm-2", "cm-3"]
 
 
+@pytest.mark.fake
 def test_stop_ends_watches_and_leaves_no_threads() -> None:
     before = set(threading.enumerate())
     fake = FakeKube().start()
@@ -623,6 +641,7 @@ def test_stop_ends_watches_and_leaves_no_threads() -> None:
 # --- the fake's own surface -------------------------------------------------------------------
 
 
+@pytest.mark.fake
 def test_request_log_records_writes(kube: FakeKube, core: Any) -> None:
     core.create_namespaced_service("default", service("web"))
     core.list_namespaced_service("default", label_selector="app=web")
@@ -640,6 +659,7 @@ def test_request_log_records_writes(kube: FakeKube, core: Any) -> None:
     assert kube.requests() == []
 
 
+@pytest.mark.fake
 def test_fault_injection_then_recovery(kube: FakeKube, core: Any) -> None:
     fault = kube.fail_next("GET", r"/services$", 500, count=2)
     for _ in range(2):
@@ -664,6 +684,7 @@ def test_fault_injection_then_recovery(kube: FakeKube, core: Any) -> None:
     assert status_of(err.value)["reason"] == "Conflict"
 
 
+@pytest.mark.fake
 def test_put_and_get_object_helpers_reach_the_api(kube: FakeKube, core: Any) -> None:
     seeded = kube.put_object({"apiVersion": "v1", "kind": "Service",
                               "metadata": {"name": "web", "namespace": "apps"},
@@ -680,12 +701,14 @@ def test_put_and_get_object_helpers_reach_the_api(kube: FakeKube, core: Any) -> 
     assert kube.delete_object("Service", "web", "apps") and kube.get_object("Service", "web", "apps") is None
 
 
-def test_dry_run_stores_nothing(kube: FakeKube, core: Any) -> None:
-    answer = core.create_namespaced_config_map("default", {"metadata": {"name": "cm"}}, dry_run="All")
+def test_dry_run_stores_nothing(target: Target) -> None:
+    answer = target.core.create_namespaced_config_map(target.namespace, {"metadata": {"name": "cm"}},
+                                                      dry_run="All")
     assert answer.metadata.name == "cm"
-    assert kube.get_object("ConfigMap", "cm") is None
+    assert target.config_map("cm") is None
 
 
+@pytest.mark.fake
 def test_kubeconfig_and_bearer_token(tmp_path: Path) -> None:
     with FakeKube(token="s3cret") as fake:
         path = fake.write_kubeconfig(tmp_path / "kubeconfig", namespace="default")
@@ -703,13 +726,13 @@ def test_kubeconfig_and_bearer_token(tmp_path: Path) -> None:
         assert "s3cret" not in repr(fake.requests())
 
 
-def test_concurrent_writers_get_distinct_resource_versions(kube: FakeKube, api: client.ApiClient) -> None:
-    core: Any = client.CoreV1Api(api)
+def test_concurrent_writers_get_distinct_resource_versions(target: Target) -> None:
+    core: Any = target.core
     versions: list[str] = []
     lock = threading.Lock()
 
     def write(i: int) -> None:
-        cm = core.create_namespaced_config_map("default", {"metadata": {"name": f"cm-{i}"}})
+        cm = core.create_namespaced_config_map(target.namespace, {"metadata": {"name": f"cm-{i}"}})
         with lock:
             versions.append(cm.metadata.resource_version)
 

@@ -3,20 +3,23 @@
 The first half checks the checker (tests/rbac.py) on hand-made requests and rules, cases taken
 from the API server's RequestInfo and RBAC authorizer. The second half drives the real code paths
 against the fake API server — the Kubernetes backend through `portside apply` and `portside diff`,
-the controller's Lease election, watches and Events, the speaker's ConfigMap source — and holds
-the request log against the manifests, one ServiceAccount at a time.
+the controller's Lease election, watches and Events, the speaker's ConfigMap source — against the
+fake or the cluster PORTSIDE_TEST_KUBECONFIG names, and holds the request log of the fault proxy in
+front of it against the manifests, one ServiceAccount at a time.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +30,8 @@ from reconciler.controller.leader import LEASE_NAME
 from reconciler.planning.announcement_table import CONFIGMAP_NAME
 from reconciler.speaker.sources import ConfigMapSource
 from tests.conftest import run_cli, write_repo
-from tests.fakes.kube_api import FakeKube
+from tests.fakes.kube_api import LoggedRequest
+from tests.kube import Cluster
 from tests.rbac import (
     Policy,
     RequestAttributes,
@@ -262,26 +266,35 @@ def policy() -> Policy:
     return Policy(kustomize_build(DEPLOY) + kustomize_build(DEPLOY / "ci-readonly"))
 
 
-def lb_service(name: str, namespace: str = "default") -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": namespace},
-            "spec": {"type": "LoadBalancer", "selector": {"app": name}, "ports": [{"port": 80}]}}
+@dataclass
+class Deployed:
+    """The test's cluster with the namespaces the manifests name mapped onto the test's own:
+    portside's namespace is the test namespace, Services live in `<ns>-default` and `<ns>-apps`."""
 
+    cluster: Cluster
+    default: str
+    apps: str
 
-def node(name: str, address: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name},
-            "status": {"addresses": [{"type": "InternalIP", "address": address}],
-                       "conditions": [{"type": "Ready", "status": "True"}]}}
+    def requests(self, method: str | None = None, path: str | None = None) -> list[LoggedRequest]:
+        """The proxy's request log with the test namespaces renamed as deployed (portside-system,
+        default, apps), so that the manifests' Roles and RoleBindings apply to it."""
+        renames = {self.default: "default", self.apps: "apps", self.cluster.namespace: NAMESPACE}
+        pattern = re.compile(r"/namespaces/([^/]+)")
+        renamed = [replace(r, path=pattern.sub(lambda m: f"/namespaces/{renames.get(m[1], m[1])}", r.path))
+                   for r in self.cluster.proxy.requests()]
+        return [r for r in renamed if (method is None or r.method == method)
+                and (path is None or re.search(path, r.path))]
 
 
 @pytest.fixture
-def cluster(fake_kube: FakeKube) -> FakeKube:
-    fake_kube.put_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
+def deployed(cluster: Cluster) -> Deployed:
     for i, name in enumerate(("node-a", "node-b")):
-        fake_kube.put_object(node(name, f"10.0.0.{i + 1}"))
-    fake_kube.put_object(lb_service("blog"))
-    fake_kube.put_object(lb_service("wiki", "apps"))
-    fake_kube.clear_log()
-    return fake_kube
+        cluster.add_node(name, f"10.0.0.{i + 1}")
+    world = Deployed(cluster, cluster.make_namespace("default"), cluster.make_namespace("apps"))
+    cluster.add_service("blog", world.default)
+    cluster.add_service("wiki", world.apps)
+    cluster.proxy.clear_log()
+    return world
 
 
 def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
@@ -292,8 +305,8 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) ->
         threading.Event().wait(0.02)
 
 
-def _lease_holder(kube: FakeKube) -> str | None:
-    lease = kube.get_object("Lease", LEASE_NAME, NAMESPACE)
+def _lease_holder(cluster: Cluster) -> str | None:
+    lease = cluster.lease(LEASE_NAME)
     return None if lease is None else str(lease["spec"].get("holderIdentity") or "")
 
 
@@ -310,31 +323,34 @@ TUNNEL = """
 """
 
 
-def watches(kube: FakeKube) -> list[str]:
-    return [r.path for r in kube.requests("GET") if r.query.get("watch") not in (None, "0", "false", "False")]
+def watches(cluster: Cluster) -> list[str]:
+    return [r.path for r in cluster.proxy.requests("GET")
+            if r.query.get("watch") not in (None, "0", "false", "False")]
 
 
-def test_reconciler_requests_match_its_rbac(cluster: FakeKube, kubeconfig: Path, tmp_path: Path,
-                                            policy: Policy) -> None:
+@pytest.mark.kube
+def test_reconciler_requests_match_its_rbac(deployed: Deployed, tmp_path: Path, policy: Policy) -> None:
+    cluster = deployed.cluster
+    kube = ["--kubeconfig", str(cluster.kubeconfig), "--namespace", cluster.namespace]
     # apply: read everything, allocate (status + annotation patches, Events), publish the table;
     # then a second apply with a new Service, which updates the table in place.
     repo = write_repo(tmp_path / "repo", {"pool.yaml": POOL % "10.9.0.10-10.9.0.20", "tunnel.yaml": TUNNEL})
-    first = run_cli("apply", str(repo), "--kubeconfig", str(kubeconfig))
+    first = run_cli("apply", str(repo), *kube)
     assert first.code == 0, first.err
-    cluster.put_object(lb_service("docs", "apps"))
-    second = run_cli("apply", str(repo), "--kubeconfig", str(kubeconfig))
+    cluster.add_service("docs", deployed.apps)
+    second = run_cli("apply", str(repo), *kube)
     assert second.code == 0, second.err
-    assert cluster.requests("PUT", f"/namespaces/{NAMESPACE}/configmaps/{CONFIGMAP_NAME}$")
+    assert deployed.requests("PUT", f"/namespaces/{NAMESPACE}/configmaps/{CONFIGMAP_NAME}$")
     # A local tunnel's cloudflared config lives in a ConfigMap; removing the Tunnel deletes it.
     (repo / "tunnel.yaml").unlink()
-    third = run_cli("apply", str(repo), "--kubeconfig", str(kubeconfig))
+    third = run_cli("apply", str(repo), *kube)
     assert third.code == 0, third.err
-    assert cluster.requests("DELETE", f"/namespaces/{NAMESPACE}/configmaps/portside-cloudflared-home$")
+    assert deployed.requests("DELETE", f"/namespaces/{NAMESPACE}/configmaps/portside-cloudflared-home$")
 
     # `portside run` as the Deployment runs it: Lease election, watches, reconciles, then SIGTERM
     # (which releases the Lease).
     run = subprocess.Popen(
-        [sys.executable, "-m", "reconciler", "run", "--source", str(repo), "--kubeconfig", str(kubeconfig),
+        [sys.executable, "-m", "reconciler", "run", "--source", str(repo), *kube,
          "--listen", "127.0.0.1:0", "--identity", "pod-a", "--cache-dir", str(tmp_path / "cache")],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         env={k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "CLOUDFLARE_API_TOKEN")})
@@ -347,22 +363,24 @@ def test_reconciler_requests_match_its_rbac(cluster: FakeKube, kubeconfig: Path,
     assert run.returncode == 0, stderr
     assert _lease_holder(cluster) == "", "the Lease was not released on SIGTERM"
     # The Events the controller records about itself (a rejected revision, a refused plan).
-    kube_event_sink(cluster.api_client(), NAMESPACE)("Warning", "RevisionRejected", "the repo does not validate")
+    with cluster.proxied_client() as api:
+        kube_event_sink(api, cluster.namespace)("Warning", "RevisionRejected", "the repo does not validate")
 
-    verdict = policy.check(RECONCILER, cluster.requests())
+    verdict = policy.check(RECONCILER, deployed.requests())
     assert verdict.ok, verdict.explain()
 
 
-def test_speaker_requests_match_its_rbac(cluster: FakeKube, kubeconfig: Path, policy: Policy) -> None:
+@pytest.mark.kube
+def test_speaker_requests_match_its_rbac(deployed: Deployed, policy: Policy) -> None:
+    cluster = deployed.cluster
     table = {"generation": 1, "revision": "abc", "heartbeat": {"port": 7947, "interval_ms": 100,
                                                               "dead_after_ms": 400},
              "nodes": {"node-a": {"address": "10.0.0.1"}}, "announcements": []}
-    cluster.put_object({"apiVersion": "v1", "kind": "ConfigMap",
-                        "metadata": {"name": CONFIGMAP_NAME, "namespace": NAMESPACE},
-                        "data": {"announcements.json": json.dumps(table)}})
+    cluster.core.create_namespaced_config_map(cluster.namespace, {
+        "metadata": {"name": CONFIGMAP_NAME}, "data": {"announcements.json": json.dumps(table)}})
     delivered = threading.Event()
     stop = threading.Event()
-    source = ConfigMapSource(str(kubeconfig), NAMESPACE)
+    source = ConfigMapSource(str(cluster.kubeconfig), cluster.namespace)
     thread = threading.Thread(target=source.run, args=(lambda _t: delivered.set(), lambda _m: None, stop),
                               daemon=True)
     thread.start()
@@ -371,17 +389,19 @@ def test_speaker_requests_match_its_rbac(cluster: FakeKube, kubeconfig: Path, po
         wait_for(lambda: bool(watches(cluster)), "the speaker's watch")
     finally:
         stop.set()
-    verdict = policy.check(SPEAKER, cluster.requests())
+    verdict = policy.check(SPEAKER, deployed.requests())
     assert verdict.ok, verdict.explain()
 
 
-def test_ci_diff_requests_match_the_read_only_rbac(cluster: FakeKube, kubeconfig: Path, tmp_path: Path,
-                                                   policy: Policy) -> None:
+@pytest.mark.kube
+def test_ci_diff_requests_match_the_read_only_rbac(deployed: Deployed, tmp_path: Path, policy: Policy) -> None:
+    cluster = deployed.cluster
+    kube = ["--kubeconfig", str(cluster.kubeconfig), "--namespace", cluster.namespace]
     repo = write_repo(tmp_path / "repo", {"pool.yaml": POOL % "10.9.0.10-10.9.0.20"})
-    result = run_cli("diff", str(repo), "--kubeconfig", str(kubeconfig), "--format", "markdown", "--exit-code")
+    result = run_cli("diff", str(repo), *kube, "--format", "markdown", "--exit-code")
     assert result.code == 2, result.err  # two Services to allocate: changes
-    snapshot = run_cli("snapshot", str(repo), "--kubeconfig", str(kubeconfig), "--out", str(tmp_path / "s.json"))
+    snapshot = run_cli("snapshot", str(repo), *kube, "--out", str(tmp_path / "s.json"))
     assert snapshot.code == 0, snapshot.err
-    assert not cluster.writes()
-    verdict = policy.check(CI, cluster.requests())
+    assert not cluster.proxy.writes()
+    verdict = policy.check(CI, deployed.requests())
     assert verdict.ok, verdict.explain()

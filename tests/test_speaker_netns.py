@@ -392,6 +392,8 @@ def test_links_are_followed_without_a_restart(workdir: Path) -> None:
 
 
 @needs_root
+@pytest.mark.kube
+@pytest.mark.fake("the API server must listen inside a network namespace: only the fake can")
 def test_table_from_the_configmap_end_to_end(workdir: Path) -> None:
     with Topology(["a", "client"]) as t:
         a, client = t["a"], t["client"]

@@ -1,4 +1,7 @@
-"""Table sources: a watched file, and the ConfigMap through the official client (fake API server)."""
+"""Table sources: a watched file, and the ConfigMap through the official client.
+
+The ConfigMap tests run against the fake or the cluster PORTSIDE_TEST_KUBECONFIG names (tests/kube.py).
+"""
 
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ from reconciler.planning.announcement_table import (
     table_to_configmap_data,
 )
 from reconciler.speaker.sources import ConfigMapSource, FileSource, TableSource
-from tests.fakes.kube_api import FakeKube
+from tests.kube import Cluster
 
 Event = tuple[str, object]
 
@@ -99,9 +102,11 @@ def test_file_source_needs_an_existing_directory(tmp_path: Path) -> None:
         FileSource(tmp_path / "missing" / "announcements.json")
 
 
+NAME = "portside-announcements"
+
+
 def _configmap(data: dict[str, str], binary: dict[str, str]) -> dict[str, object]:
-    body: dict[str, object] = {"apiVersion": "v1", "kind": "ConfigMap",
-                               "metadata": {"name": "portside-announcements", "namespace": "portside-system"}}
+    body: dict[str, object] = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": NAME}}
     if data:
         body["data"] = data
     if binary:
@@ -109,39 +114,64 @@ def _configmap(data: dict[str, str], binary: dict[str, str]) -> dict[str, object
     return body
 
 
-def test_configmap_source_lists_then_watches(tmp_path: Path, running: list[Running]) -> None:
-    with FakeKube() as kube:
-        kubeconfig = kube.write_kubeconfig(tmp_path / "kubeconfig")
-        ConfigMapSource.RETRY_S = 0.1
-        source = Running(ConfigMapSource(str(kubeconfig), "portside-system"))
-        running.append(source)
-        # The first answer waits for the kubernetes package to import and the kubeconfig to load.
-        assert "ConfigMap portside-system/portside-announcements does not exist yet" in \
-            source.next_error(timeout=15)
+def _publish(cluster: Cluster, data: dict[str, str], binary: dict[str, str]) -> None:
+    """Create or replace the table's ConfigMap, as the reconciler does."""
+    body = _configmap(data, binary)
+    current = cluster.config_map(NAME)
+    if current is None:
+        cluster.core.create_namespaced_config_map(cluster.namespace, body)
+    else:
+        body["metadata"] = {"name": NAME, "resourceVersion": current["metadata"]["resourceVersion"]}
+        cluster.core.replace_namespaced_config_map(NAME, cluster.namespace, body)
 
-        kube.put_object(_configmap(*table_to_configmap_data(table(1))))
-        assert source.next_table() == table(1)
 
-        big = table(2, count=10_000)
-        data, binary = table_to_configmap_data(big)
-        assert binary, "10,000 IPs travel gzipped"
-        kube.put_object(_configmap(data, binary))
-        assert source.next_table(timeout=20) == big
+def _start(cluster: Cluster, running: list[Running]) -> Running:
+    ConfigMapSource.RETRY_S = 0.1
+    source = Running(ConfigMapSource(str(cluster.kubeconfig), cluster.namespace))
+    running.append(source)
+    # The first answer waits for the kubernetes package to import and the kubeconfig to load.
+    assert f"ConfigMap {cluster.namespace}/{NAME} does not exist yet" in source.next_error(timeout=15)
+    return source
 
-        kube.put_object(_configmap({"announcements.json": "{"}, {}))
-        assert "not valid JSON" in source.next_error()
 
-        # History compacted while watching: the source lists again and carries on.
-        kube.compact()
-        kube.put_object(_configmap(*table_to_configmap_data(table(3))))
-        assert source.next_table(timeout=10) == table(3)
+@pytest.mark.kube
+def test_configmap_source_lists_then_watches(cluster: Cluster, running: list[Running]) -> None:
+    source = _start(cluster, running)
+    _publish(cluster, *table_to_configmap_data(table(1)))
+    assert source.next_table() == table(1)
 
-        kube.delete_object("ConfigMap", "portside-announcements", "portside-system")
-        assert "was deleted; keeping the last table" in source.next_error()
-        watches = kube.requests("GET", r"/api/v1/namespaces/portside-system/configmaps")
-        assert any(r.query.get("watch") in ("true", "True", "1")
-                   and r.query.get("fieldSelector") == "metadata.name=portside-announcements" for r in watches)
-    source.close()  # after the server stopped, which ends the watch the thread is blocked in
+    big = table(2, count=10_000)
+    data, binary = table_to_configmap_data(big)
+    assert binary, "10,000 IPs travel gzipped"
+    _publish(cluster, data, binary)
+    assert source.next_table(timeout=20) == big
+
+    _publish(cluster, {"announcements.json": "{"}, {})
+    assert "not valid JSON" in source.next_error()
+
+    # The watch ends (a server's watch timeout): the source watches again and carries on.
+    cluster.proxy.end_watch_next("/configmaps$")
+    _publish(cluster, *table_to_configmap_data(table(3)))
+    assert source.next_table(timeout=10) == table(3)
+
+    cluster.core.delete_namespaced_config_map(NAME, cluster.namespace)
+    assert "was deleted; keeping the last table" in source.next_error()
+    watches = cluster.proxy.requests("GET", rf"/api/v1/namespaces/{cluster.namespace}/configmaps")
+    assert any(r.query.get("watch") in ("true", "True", "1")
+               and r.query.get("fieldSelector") == f"metadata.name={NAME}" for r in watches)
+
+
+@pytest.mark.kube
+@pytest.mark.fake
+def test_configmap_source_lists_again_after_compaction(cluster: Cluster, running: list[Running]) -> None:
+    assert cluster.fake is not None
+    source = _start(cluster, running)
+    _publish(cluster, *table_to_configmap_data(table(1)))
+    assert source.next_table() == table(1)
+    # History compacted while watching (410 Gone): the source lists again and carries on.
+    cluster.fake.compact()
+    _publish(cluster, *table_to_configmap_data(table(3)))
+    assert source.next_table(timeout=10) == table(3)
 
 
 def test_configmap_source_refuses_a_missing_kubeconfig(tmp_path: Path) -> None:

@@ -83,8 +83,17 @@ def decide(record: LeaseRecord | None, identity: str, *, observed_for: float) ->
 
 
 def micro_time(now: datetime | None = None) -> str:
-    """A ``MicroTime`` as the API server writes it."""
-    return (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """A ``MicroTime`` as the API server writes it: exactly six fractional digits.
+
+    The API server refuses a MicroTime without them (400, "cannot parse ... as ".000000""). The
+    official client (>= 35, pydantic models) parses the string we pass into a ``datetime`` and sends
+    its ``isoformat()``, which leaves the fraction out when it is zero; so a whole second is moved
+    on by one microsecond, which the election does not notice and the server accepts.
+    """
+    moment = now or datetime.now(UTC)
+    if moment.microsecond == 0:
+        moment = moment.replace(microsecond=1)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def lease_body(record: LeaseRecord | None, identity: str, namespace: str, name: str, *,

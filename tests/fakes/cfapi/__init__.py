@@ -1,0 +1,1 @@
+"""The fake Cloudflare API, by concern; import FakeCloudflare from tests.fakes.cloudflare_api."""
