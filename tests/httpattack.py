@@ -8,11 +8,18 @@ network namespace) only; every loop is bounded in bytes and time.
 from __future__ import annotations
 
 import contextlib
+import os
+import re
+import resource
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 Connect = Callable[[], socket.socket]  # a connected socket to the server under test
 
@@ -185,3 +192,101 @@ class Slowloris:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# --- the servers under attack, as separate processes --------------------------------------------
+
+FD_LIMIT = 1024  # the descriptor limit the issue's attacks were run against
+
+
+def limit_descriptors() -> None:
+    """preexec_fn: the child gets the common soft and hard limit of 1024 descriptors."""
+    resource.setrlimit(resource.RLIMIT_NOFILE, (FD_LIMIT, FD_LIMIT))
+
+
+class Process:
+    """A server process whose output lines are collected (to find its port and any traceback)."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], cwd: Path, prefix: tuple[str, ...] = ()) -> None:
+        self.lines: list[str] = []
+        self.process = subprocess.Popen([*prefix, *argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                        text=True, env=env, cwd=cwd, preexec_fn=limit_descriptors)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def wait_for_line(self, pattern: str, timeout: float = 30.0) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                if found := re.search(pattern, line):
+                    return found
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"no line matching {pattern!r}; output:\n" + "\n".join(self.lines))
+
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+        self._reader.join(timeout=5)
+
+
+def start_portside_run(workdir: Path, env: dict[str, str], secret: bytes) -> tuple[Process, int]:
+    """`portside run` on a small directory source and a local state dir, on an ephemeral port."""
+    source = workdir / "repo"
+    source.mkdir(parents=True, exist_ok=True)
+    (source / "pool.yaml").write_text(
+        "apiVersion: portside.io/v1alpha1\nkind: IPAddressPool\nmetadata: {name: lan}\n"
+        "spec: {addresses: [192.0.2.0/28]}\n")
+    (workdir / "secret").write_bytes(secret + b"\n")
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("KUBECONFIG", "CLOUDFLARE_API_TOKEN", "KUBERNETES_SERVICE_HOST")}
+    argv = [sys.executable, "-m", "reconciler", "run", "--source", str(source), "--state", str(workdir / "state"),
+            "--listen", "127.0.0.1:0", "--webhook-secret-file", str(workdir / "secret"),
+            "--cache-dir", str(workdir / "cache")]
+    process = Process(argv, {**clean, "HOME": str(workdir), **env}, REPO)
+    port = int(process.wait_for_line(r"on port (\d+)").group(1))
+    return process, port
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def start_speaker(member: Any, workdir: Path, env: dict[str, str]) -> tuple[Process, Connect]:
+    """`portside speaker` for node ``member`` (a tests.netns Member) alone on its LAN, serving
+    HTTP on the namespace's loopback; the Connect opens sockets inside that namespace."""
+    from reconciler.planning.announcement_table import DEFAULT_HEARTBEAT, AnnouncementTable, NodeInfo, encode_table
+
+    (workdir / "key").write_bytes(b"http-attack-heartbeat-key-0123456789\n")
+    table = workdir / "announcements.json"
+    table.write_text(encode_table(AnnouncementTable(1, "rev1", DEFAULT_HEARTBEAT,
+                                                    {member.name: NodeInfo(member.ip)}, ())))
+    argv = [sys.executable, "-m", "reconciler.speaker", "-v", "--node", member.name, "--announcements", str(table),
+            "--listen", "127.0.0.1:7473", "--heartbeat-key-file", str(workdir / "key")]
+    process = Process(argv, {**os.environ, **env}, REPO, prefix=("ip", "netns", "exec", member.netns))
+    port = int(process.wait_for_line(r"\(port (\d+)\)").group(1))
+
+    def connect() -> socket.socket:
+        sock: socket.socket = member.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.settimeout(5.0)
+        sock.connect(("127.0.0.1", port))
+        return sock
+
+    return process, connect
