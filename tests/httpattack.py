@@ -21,6 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+REPO = Path(__file__).resolve().parent.parent
+
 Connect = Callable[[], socket.socket]  # a connected socket to the server under test
 
 
@@ -265,8 +267,6 @@ def start_portside_run(workdir: Path, env: dict[str, str], secret: bytes) -> tup
     port = int(process.wait_for_line(r"on port (\d+)").group(1))
     return process, port
 
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def start_speaker(member: Any, workdir: Path, env: dict[str, str]) -> tuple[Process, Connect]:

@@ -8,6 +8,7 @@ test_http_attacks.py.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import socket
 import threading
@@ -76,7 +77,7 @@ def test_handlers_see_request_headers(server: HTTPService) -> None:
     request = urllib.request.Request(f"http://127.0.0.1:{server.port}/headers",
                                      headers={"X-GitHub-Delivery": "d-1"})
     with urllib.request.urlopen(request, timeout=5) as response:
-        headers = {k.lower(): v for k, v in __import__("json").loads(response.read()).items()}
+        headers = {k.lower(): v for k, v in json.loads(response.read()).items()}
     assert headers["x-github-delivery"] == "d-1"
 
 
