@@ -192,15 +192,19 @@ def test_a_trickling_request_is_cut_at_its_deadline() -> None:
         service.stop()
 
 
-def test_at_the_connection_limit_new_clients_wait_for_a_free_slot() -> None:
-    # Beyond the limit connections queue in the listen backlog (never refused, never a thread
-    # each); the timeouts free slots, and the queued request is answered then.
-    service = HTTPService("127.0.0.1:0", ROUTES, Limits(connection_limit=10, idle_timeout=1)).start()
+def test_at_the_connection_limit_the_oldest_waiting_connection_makes_room() -> None:
+    # Five times the limit in half-sent requests that no timeout will end soon: /healthz is still
+    # answered at once, and the server never holds many more than the limit.
+    limits = Limits(connection_limit=20, idle_timeout=60, request_timeout=60)
+    service = HTTPService("127.0.0.1:0", ROUTES, limits).start()
     connect = tcp("127.0.0.1", service.port)
     try:
-        with Slowloris(connect, 20):
-            status, seconds = get(connect, "/healthz", timeout=10)
-            assert status == 200 and seconds < 6, (status, seconds)
+        with Slowloris(connect, 100) as attack:
+            for _ in range(5):
+                status, seconds = get(connect, "/healthz")
+                assert status == 200 and seconds < 1.0, (status, seconds)
+            wait_for(lambda: attack.open_count() <= limits.connection_limit, 5, "the oldest to be closed")
+            assert attack.open_count() >= limits.connection_limit // 2, "room is made one at a time"
     finally:
         service.stop()
 

@@ -19,10 +19,11 @@ stranger can make the server hold is bounded:
 - A connection with nothing to do for ``idle_timeout`` is closed, and so is one whose request has
   not fully arrived ``request_timeout`` after its first byte: a slowloris sending one byte every
   few seconds is cut as surely as a silent one.
-- At most ``connection_limit`` connections are open (derived from the descriptor limit); beyond
-  it new connections wait in the kernel's listen queue (backlog 1024) until the timeouts above
-  free a slot. Well below it (300 slowloris connections at the default), /healthz is answered at
-  once.
+- At most ``connection_limit`` connections are open (derived from the descriptor limit). A new
+  connection beyond it is still accepted: the oldest connection that is not being answered (a
+  half-sent request, an idle keep-alive) is closed to make room. So a probe gets its answer in
+  milliseconds however many connections an attacker holds, where waitress alone would stop
+  accepting and leave the probe in the listen queue (backlog 1024) until a timeout freed a slot.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ log = logging.getLogger(__name__)
 
 MAX_BODY = 1 << 20  # a webhook payload larger than 1 MiB is not one we want
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+EVICTION_SLACK = 16  # connections over the limit while evicted ones wait for the loop to close them
 IDLE_TIMEOUT_ENV = "PORTSIDE_HTTP_IDLE_TIMEOUT"
 REQUEST_TIMEOUT_ENV = "PORTSIDE_HTTP_REQUEST_TIMEOUT"
 
@@ -264,10 +266,14 @@ class _Server(TcpWSGIServer):  # type: ignore[misc]
                  route_keys: frozenset[tuple[str, str]]) -> None:
         self.limits = limits
         self.route_keys = route_keys
+        self.evicted = 0
+        self._next_eviction_log = 0.0
         self.body_routes = frozenset(key for key in route_keys if key[0] in BODY_METHODS)
         adj = Adjustments(
             sockets=[sock], threads=limits.threads, backlog=limits.backlog,
-            connection_limit=limits.connection_limit,
+            # waitress stops accepting at its limit; ours (handle_accept) makes room first, so
+            # waitress's is only a backstop for connections whose requests are all being answered.
+            connection_limit=limits.connection_limit + EVICTION_SLACK,
             # Our maintenance() below applies the timeouts (in fractions of a second too); it runs
             # every second, so a timed-out connection is closed within about a second of it.
             channel_timeout=max(1, math.ceil(limits.idle_timeout)), cleanup_interval=1,
@@ -297,6 +303,21 @@ class _Server(TcpWSGIServer):  # type: ignore[misc]
         if receiving >= self.limits.bodies_in_flight:
             return _Busy("too many request bodies arriving at once; retry shortly")
         return None
+
+    def handle_accept(self) -> None:
+        live = [channel for channel in self.active_channels.values() if not channel.will_close]
+        if len(live) >= self.limits.connection_limit:
+            waiting = [channel for channel in live if not channel.requests]
+            if waiting:
+                # Closed by the loop on its next turn (closing it now could free its descriptor
+                # for the connection accepted below, which would then get its stale events).
+                min(waiting, key=lambda channel: channel.creation_time).will_close = True
+                self.evicted += 1
+                if time.monotonic() >= self._next_eviction_log:
+                    self._next_eviction_log = time.monotonic() + 60
+                    log.warning("HTTP: %d connections open (the limit): closing the oldest waiting ones "
+                                "to take new ones (%d so far)", len(live), self.evicted)
+        super().handle_accept()
 
     def maintenance(self, now: float) -> None:
         # waitress's own rule, with float timeouts, plus a deadline for each request to arrive.
