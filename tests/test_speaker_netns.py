@@ -209,11 +209,11 @@ def test_elected_node_answers_and_everyone_else_is_silent(three_nodes: Topology,
     wait_resolved(client, "fd77::100", t["c"].mac)
 
     metrics = t["a"].http_get("/metrics", 7473)
-    assert f'portside_speaker_replies_sent_total{{protocol="arp",ip="{VIP}"}}' in metrics
+    assert f'portside_speaker_replies_sent_total{{ip="{VIP}",protocol="arp"}}' in metrics
     assert f'portside_speaker_announced{{ip="{VIP}",service="default/web"}} 1' in metrics
     assert t["a"].http_get("/healthz", 7473) == "ok\n"
     b_metrics = t["b"].http_get("/metrics", 7473)
-    assert 'portside_speaker_requests_received_total{protocol="arp",ip="10.77.0.101"}' in b_metrics
+    assert 'portside_speaker_requests_received_total{ip="10.77.0.101",protocol="arp"}' in b_metrics
     assert "portside_speaker_replies_sent_total{" not in b_metrics
     # The speakers never put an announced IP on an interface.
     for node in "bc":
@@ -309,7 +309,7 @@ def test_new_table_moves_an_ip_and_a_bad_one_changes_nothing(two_nodes: Topology
     assert set(client.arping(VIP)) == {t["b"].mac}
     assert set(client.arping(other)) == {t["a"].mac}, "an IP that did not change is still answered"
     metrics = t["a"].http_get("/metrics", 7473)
-    assert f'portside_speaker_gratuitous_sent_total{{protocol="arp",ip="{other}"}}' in metrics
+    assert f'portside_speaker_gratuitous_sent_total{{ip="{other}",protocol="arp"}}' in metrics
 
     table = workdir / "table" / "announcements.json"
     table.write_text('{"generation": 3, "revision": "broken"')

@@ -65,6 +65,6 @@ def test_drops_are_counted_by_reason() -> None:
     ]
     for data, expected in cases:
         assert peers.take(data, 1.0, wall) is expected
-    rendered = registry.render()
-    assert 'd{reason="replayed"} 3' in rendered
-    assert 'r{node="b"} 1' in rendered
+    assert peers.counters.dropped.value(reason="replayed") == 3
+    assert peers.counters.received.value(node="b") == 1
+    assert 'd_total{reason="replayed"} 3.0' in registry.render()

@@ -44,7 +44,9 @@ examples:
   portside run --source ./example-repo --state .portside        # re-plans on every save, no cluster
 
 endpoints on --listen: GET /healthz /readyz /metrics /status, POST /hooks/git (GitHub
-X-Hub-Signature-256 or X-Portside-Signature-256: sha256=<HMAC-SHA256 of the body>)
+X-Hub-Signature-256 or X-Portside-Signature-256: sha256=<HMAC-SHA256 of the body>; with
+X-Portside-Timestamp: <unix seconds>, X-Portside-Signature-256 signs "<timestamp>.<body>" and a
+replay is refused). Each delivery is acted on once; bursts are coalesced into one fetch.
 """
 
 

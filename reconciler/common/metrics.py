@@ -1,132 +1,116 @@
-"""A small Prometheus registry: counters and gauges with labels, rendered as text exposition.
+"""Prometheus metrics for the speaker and the controller, on the official ``prometheus_client``.
 
-The speaker and the controller both serve ``/metrics``; a full client library would be a
-dependency for the sake of ~80 lines, so this is the shared minimum (text format 0.0.4).
+Each :class:`Registry` is its own ``CollectorRegistry`` (never the library's global one), so a
+process, a server or a test owns exactly the series it creates. The thin wrappers keep the
+call sites short — ``errors.inc(kind="config")`` rather than ``errors.labels(kind=...).inc()`` —
+and checked: a wrong label set is a ``ValueError`` at the call, as the library does.
 """
 
 from __future__ import annotations
 
-import math
-import threading
+import contextlib
 from collections.abc import Iterable
 
-LabelValues = tuple[str, ...]
+import prometheus_client
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import Counter as _PromCounter
+from prometheus_client import Gauge as _PromGauge
+from prometheus_client import Summary as _PromSummary
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+# ``*_created`` series (one per counter and label set, the time it first appeared) double the
+# exposition and no dashboard of ours reads them; the series we serve stay as they were.
+prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _format_value(value: float) -> str:
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if value == int(value) and abs(value) < 2**53:
-        return str(int(value))
-    return repr(value)
+CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
 class _Metric:
-    kind = "untyped"
+    """A metric of one registry, labelled by keyword arguments."""
 
-    def __init__(self, name: str, help_text: str, labels: Iterable[str] = ()) -> None:
+    def __init__(self, metric: _PromCounter | _PromGauge | _PromSummary, name: str,
+                 label_names: tuple[str, ...]) -> None:
+        self._metric = metric
         self.name = name
-        self.help = help_text
-        self.label_names = tuple(labels)
-        self._values: dict[LabelValues, float] = {}
-        self._lock = threading.Lock()
-        if not self.label_names:
-            self._values[()] = 0.0
+        self.label_names = label_names
 
-    def _key(self, labels: dict[str, str]) -> LabelValues:
+    def _child(self, labels: dict[str, str]) -> _PromCounter | _PromGauge | _PromSummary:
         if set(labels) != set(self.label_names):
             raise ValueError(f"metric {self.name} takes labels {self.label_names}, got {sorted(labels)}")
-        return tuple(str(labels[name]) for name in self.label_names)
+        return self._metric.labels(**labels) if self.label_names else self._metric
 
     def value(self, **labels: str) -> float:
-        with self._lock:
-            return self._values.get(self._key(labels), 0.0)
-
-    def render(self) -> list[str]:
-        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
-        with self._lock:
-            items = sorted(self._values.items())
-        for key, value in items:
-            if key:
-                pairs = ",".join(f'{n}="{_escape(v)}"' for n, v in zip(self.label_names, key, strict=True))
-                lines.append(f"{self.name}{{{pairs}}} {_format_value(value)}")
-            else:
-                lines.append(f"{self.name} {_format_value(value)}")
-        return lines
+        """The current value of one series (0 when it does not exist yet): for tests and status."""
+        self._child(labels)  # checks the label names
+        wanted = {name: str(value) for name, value in labels.items()}
+        for family in self._metric.collect():
+            for sample in family.samples:
+                if sample.name in (self.name, f"{self.name}_total") and sample.labels == wanted:
+                    return float(sample.value)
+        return 0.0
 
 
 class Counter(_Metric):
     """A value that only goes up (restarts reset it; Prometheus handles that)."""
 
-    kind = "counter"
-
     def inc(self, amount: float = 1.0, **labels: str) -> None:
-        if amount < 0:
-            raise ValueError("a counter cannot go down")
-        key = self._key(labels)
-        with self._lock:
-            self._values[key] = self._values.get(key, 0.0) + amount
+        child = self._child(labels)
+        assert isinstance(child, _PromCounter)
+        child.inc(amount)
 
 
 class Gauge(_Metric):
     """A value that goes up and down; labelled series can be removed when their subject goes."""
 
-    kind = "gauge"
-
     def set(self, value: float, **labels: str) -> None:
-        key = self._key(labels)
-        with self._lock:
-            self._values[key] = value
+        child = self._child(labels)
+        assert isinstance(child, _PromGauge)
+        child.set(value)
 
     def inc(self, amount: float = 1.0, **labels: str) -> None:
-        key = self._key(labels)
-        with self._lock:
-            self._values[key] = self._values.get(key, 0.0) + amount
+        child = self._child(labels)
+        assert isinstance(child, _PromGauge)
+        child.inc(amount)
 
     def remove(self, **labels: str) -> None:
-        key = self._key(labels)
-        with self._lock:
-            self._values.pop(key, None)
+        self._child(labels)
+        with contextlib.suppress(KeyError):  # a series never set: nothing to remove
+            self._metric.remove(*(labels[name] for name in self.label_names))
 
     def clear(self) -> None:
-        with self._lock:
-            self._values.clear()
+        if self.label_names:
+            self._metric.clear()
+        else:
+            self.set(0)
+
+
+class Summary(_Metric):
+    """Observed durations or sizes, served as ``NAME_sum`` and ``NAME_count``."""
+
+    def observe(self, amount: float, **labels: str) -> None:
+        child = self._child(labels)
+        assert isinstance(child, _PromSummary)
+        child.observe(amount)
 
 
 class Registry:
-    """The set of metrics one process serves."""
+    """The set of metrics one process (or one test) serves at ``/metrics``."""
 
     def __init__(self) -> None:
-        self._metrics: dict[str, _Metric] = {}
-        self._lock = threading.Lock()
-
-    def _register(self, metric: _Metric) -> None:
-        with self._lock:
-            if metric.name in self._metrics:
-                raise ValueError(f"metric {metric.name} registered twice")
-            self._metrics[metric.name] = metric
+        self.collectors = CollectorRegistry(auto_describe=True)
 
     def counter(self, name: str, help_text: str, labels: Iterable[str] = ()) -> Counter:
-        metric = Counter(name, help_text, labels)
-        self._register(metric)
-        return metric
+        names = tuple(labels)
+        return Counter(_PromCounter(name, help_text or name, names, registry=self.collectors), name, names)
 
     def gauge(self, name: str, help_text: str, labels: Iterable[str] = ()) -> Gauge:
-        metric = Gauge(name, help_text, labels)
-        self._register(metric)
-        return metric
+        names = tuple(labels)
+        return Gauge(_PromGauge(name, help_text or name, names, registry=self.collectors), name, names)
+
+    def summary(self, name: str, help_text: str, labels: Iterable[str] = ()) -> Summary:
+        names = tuple(labels)
+        return Summary(_PromSummary(name, help_text or name, names, registry=self.collectors), name, names)
 
     def render(self) -> str:
-        with self._lock:
-            metrics = [self._metrics[name] for name in sorted(self._metrics)]
-        lines: list[str] = []
-        for metric in metrics:
-            lines.extend(metric.render())
-        return "\n".join(lines) + "\n"
-
-
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+        """The text exposition of every metric (the ``/metrics`` body, served as ``CONTENT_TYPE``)."""
+        return generate_latest(self.collectors).decode()

@@ -8,14 +8,16 @@ from collections.abc import Callable
 from reconciler.common.httpserve import HTTPService, Request, Response, Routes
 from reconciler.common.metrics import CONTENT_TYPE
 from reconciler.controller.status import ControllerMetrics, StatusBoard
-from reconciler.controller.webhook import webhook_handler
+from reconciler.controller.webhook import DeliveryGate, webhook_handler
 from reconciler.pages.status_page import StatusPage
 from reconciler.pages.style import PAGE_HEADERS
 
 
 def controller_routes(status: StatusBoard, metrics: ControllerMetrics, *, webhook_secret: bytes | None,
-                      on_push: Callable[[Request], None], ready: Callable[[], bool]) -> Routes:
-    """Routes for :class:`HTTPService`. ``ready`` is true once the first sync has happened.
+                      on_push: Callable[[Request], None], ready: Callable[[], bool],
+                      gate: DeliveryGate | None = None) -> Routes:
+    """Routes for :class:`HTTPService`. ``ready`` is true once the first sync has happened;
+    ``gate`` decides which webhook deliveries act (each once, rate-limited).
 
     A replica that is not the leader is ready too: it serves /status and stands by, and a
     Deployment rollout must not wait for it to win an election.
@@ -45,7 +47,7 @@ def controller_routes(status: StatusBoard, metrics: ControllerMetrics, *, webhoo
         ("GET", "/readyz"): readyz,
         ("GET", "/metrics"): metrics_page,
         ("GET", "/status"): status_page,
-        ("POST", "/hooks/git"): webhook_handler(webhook_secret, on_push, metrics),
+        ("POST", "/hooks/git"): webhook_handler(webhook_secret, on_push, metrics, gate),
     }
 
 

@@ -178,7 +178,7 @@ class Speaker:
             except OSError as exc:
                 self.links.close()
                 raise UsageError(f"--listen {self.listen}: {exc.strerror}") from None
-            log.info("serving /healthz, /metrics and /status on %s", self.listen)
+            log.info("serving /healthz, /metrics and /status on %s (port %d)", self.listen, self._http.port)
         self.peers.start()
         thread = threading.Thread(target=self._run_source, name="table-source", daemon=True)
         thread.start()
