@@ -76,7 +76,8 @@ def service_requests(services: Sequence[LiveService], exposures: Sequence[Servic
     return requests, rejected
 
 
-def _annotation(svc: LiveService, name: str) -> str | None:
+def metallb_annotation(svc: LiveService, name: str) -> str | None:
+    """A MetalLB annotation of the Service (or its pre-0.13 name); None when absent or empty."""
     value = svc.annotations.get(name)
     if value is None:
         value = svc.annotations.get(_DEPRECATED[name])
@@ -86,7 +87,7 @@ def _annotation(svc: LiveService, name: str) -> str | None:
 
 def _agree(what: str, from_exposure: str | None, svc: LiveService, annotation: str,
            exposure: ServiceExposure | None, problems: list[str]) -> str | None:
-    from_service = _annotation(svc, annotation)
+    from_service = metallb_annotation(svc, annotation)
     if from_exposure is not None and from_service is not None and from_exposure != from_service:
         assert exposure is not None
         problems.append(f"ServiceExposure {exposure.metadata.name} sets {what} {from_exposure!r} but "
@@ -109,7 +110,7 @@ def _normalise(texts: Sequence[str], where: str, problems: list[str]) -> tuple[s
 
 def _requested(svc: LiveService, exposure: ServiceExposure | None, problems: list[str]) -> tuple[str, ...]:
     field_value = (svc.load_balancer_ip or "").strip()
-    annotation = _annotation(svc, METALLB_LOADBALANCER_IPS)
+    annotation = metallb_annotation(svc, METALLB_LOADBALANCER_IPS)
     on_service: tuple[str, ...] | None = ()
     source = ""
     if field_value and annotation:

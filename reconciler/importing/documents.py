@@ -30,6 +30,7 @@ from pydantic import ValidationError
 from ruamel.yaml import YAML
 
 from reconciler.allocator import Allocation, allocate, service_requests
+from reconciler.allocator.requests import metallb_annotation
 from reconciler.desired.ipranges import RangeSyntaxError, canonical_ip
 from reconciler.desired.models import (
     METALLB_API,
@@ -40,7 +41,14 @@ from reconciler.desired.models import (
     Tunnel,
     TunnelRoute,
 )
-from reconciler.planning.live import LOADBALANCER_CLASS, DNSRecord, IngressRule, LiveService, LiveState
+from reconciler.planning.live import (
+    LOADBALANCER_CLASS,
+    METALLB_ALLOW_SHARED_IP,
+    DNSRecord,
+    IngressRule,
+    LiveService,
+    LiveState,
+)
 from reconciler.tunnels.dns import owner_of, tunnel_target, zone_for
 from reconciler.tunnels.rules import origin_url
 
@@ -195,7 +203,8 @@ def _exposures(pools: Sequence[IPAddressPool], live: LiveState, world: ImportedW
         out.append((comment, {
             "apiVersion": PORTSIDE_API, "kind": "ServiceExposure", "metadata": {"name": pinned[key].metadata.name},
             "spec": {"service": {"namespace": service.namespace, "name": service.name},
-                     "addresses": list(pinned[key].spec.addresses)},
+                     "addresses": list(pinned[key].spec.addresses),
+                     **({"sharingKey": pinned[key].spec.sharingKey} if pinned[key].spec.sharingKey else {})},
         }))
     _unique_names(out, world)
     return out
@@ -210,13 +219,18 @@ def _ips(svc: LiveService) -> set[str]:
 
 
 def _pin(svc: LiveService) -> ServiceExposure:
-    """An exposure that asks for exactly the addresses the Service holds (and nothing else)."""
+    """An exposure that asks for exactly the addresses the Service holds; a Service that shares
+    its IP says so with the same sharing key its annotation has (the two must agree)."""
+    spec: dict[str, Any] = {"service": {"namespace": svc.namespace, "name": svc.name},
+                            "addresses": sorted(svc.ingress, key=lambda ip: (":" in ip, ip))}
+    sharing = metallb_annotation(svc, METALLB_ALLOW_SHARED_IP)
+    if sharing is not None:
+        spec["sharingKey"] = sharing
     return ServiceExposure.model_validate({
         "apiVersion": PORTSIDE_API,
         "kind": "ServiceExposure",
         "metadata": {"name": _name(f"{svc.namespace}-{svc.name}")},
-        "spec": {"service": {"namespace": svc.namespace, "name": svc.name},
-                 "addresses": sorted(svc.ingress, key=lambda ip: (":" in ip, ip))},
+        "spec": spec,
     })
 
 
