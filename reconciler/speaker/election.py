@@ -72,6 +72,10 @@ class Liveness:
             return now < self.started_at + self.dead_after_s
         return now < last + self.dead_after_s
 
+    def heard_at(self, node: str) -> float | None:
+        """When ``node`` was last heard (-inf after it said it was leaving), if ever."""
+        return self._last_heard.get(node)
+
     def forget(self, keep: Iterable[str]) -> None:
         """Drop peers that left the table."""
         wanted = set(keep)
