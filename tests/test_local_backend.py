@@ -200,10 +200,24 @@ def exposure_repo(root: Path, *services: str) -> Path:
     return write_repo(root, files)
 
 
-def apply_process(repo: Path, state_dir: Path, *extra: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "reconciler", "apply", str(repo), "--state", str(state_dir),
-                             "--allow-mass-delete", *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+# `portside apply ARGS...` once the file GATE exists, with its modules imported before: so two
+# processes start their apply within a millisecond of each other, as two people (or a person and
+# a CI job) at the same moment.
+GATED_APPLY = """
+import os, sys, time
+import reconciler.backends.local, reconciler.cli, reconciler.commands.apply
+print("ready", flush=True)
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.001)
+sys.exit(reconciler.cli.main(["apply", *sys.argv[2:]]))
+"""
+
+
+def apply_process(repo: Path, state_dir: Path, *extra: str, gate: Path | None = None) -> subprocess.Popen[str]:
+    args = [str(repo), "--state", str(state_dir), "--allow-mass-delete", *extra]
+    argv = [sys.executable, "-m", "reconciler", "apply", *args] if gate is None else \
+        [sys.executable, "-c", GATED_APPLY, str(gate), *args]
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def test_concurrent_applies_to_one_state_dir_take_turns(tmp_path: Path) -> None:
@@ -212,15 +226,19 @@ def test_concurrent_applies_to_one_state_dir_take_turns(tmp_path: Path) -> None:
     table always agrees with state.json."""
     repos = [exposure_repo(tmp_path / "one", "alpha"), exposure_repo(tmp_path / "two", "beta", "gamma")]
     state_dir = tmp_path / "state"
-    for round_ in range(12):
-        processes = [apply_process(repo, state_dir) for repo in (repos if round_ % 2 else reversed(repos))]
+    for round_ in range(8):
+        gate = tmp_path / f"go-{round_}"
+        processes = [apply_process(repo, state_dir, gate=gate) for repo in (repos if round_ % 2 else repos[::-1])]
+        for process in processes:
+            assert process.stdout is not None and process.stdout.readline() == "ready\n"
+        gate.touch()
         for process in processes:
             out, err = process.communicate(timeout=120)
             assert process.returncode == 0, f"round {round_}: {out}{err}"
-        services: dict[str, dict[str, object]] = dict(state(state_dir)["services"])  # type: ignore[call-overload]
+        services: dict[str, dict[str, list[str]]] = state(state_dir)["services"]  # type: ignore[assignment]
         holders: dict[str, list[str]] = {}
         for key, recorded in services.items():
-            for ip in recorded["ingress"]:  # type: ignore[attr-defined]
+            for ip in recorded["ingress"]:
                 holders.setdefault(ip, []).append(key)
         assert all(len(keys) == 1 for keys in holders.values()), f"round {round_}: {holders}"
         table = decode_table((state_dir / "announcements.json").read_text())
