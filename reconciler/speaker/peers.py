@@ -47,7 +47,8 @@ RETRY_BIND_S = 1.0
 LEAVING_COPIES = 2  # a lost "leaving" datagram would cost peers a whole dead_after
 TRUSTED_BATCH = 1024  # datagrams read from the trusted lane per turn (it holds no flood)
 OPEN_LANE_RATE = 10_000  # datagrams per second read from the open lane, at most
-OPEN_LANE_BURST = 64
+OPEN_LANE_BURST = 64  # ... and in batches of this many, so a flood costs few wake-ups
+VERSION_NOTICE_S = 60.0  # how often heartbeats of another protocol version are logged, at most
 CLOCK_NOTICE_MS = 1000  # a peer's clock offset is logged when it moves by this much
 
 
@@ -85,8 +86,8 @@ class _Budget:
     def spend(self, count: int) -> None:
         self.tokens -= count
 
-    def refill_at(self) -> float:
-        return self.at + max(0.0, 1 - self.tokens) / self.rate
+    def full_at(self) -> float:
+        return self.at + max(0.0, self.burst - self.tokens) / self.rate
 
 
 class PeerLink:
@@ -114,6 +115,7 @@ class PeerLink:
         self._last_round = -math.inf
         self._reply_soon = False
         self._budget = _Budget(OPEN_LANE_RATE, OPEN_LANE_BURST)
+        self._version_noticed = -math.inf
         self._stop = threading.Event()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_w.setblocking(False)
@@ -210,10 +212,10 @@ class PeerLink:
                     deadline = min(deadline, self._last_round + config.interval_s / 4)
                 readable.append(lanes.trusted)
                 if lanes.open is not None:
-                    if self._budget.available(now) >= 1:
+                    if self._budget.available(now) >= OPEN_LANE_BURST:
                         readable.append(lanes.open)
                     else:  # over budget: the kernel drops what the open lane cannot hold
-                        deadline = min(deadline, self._budget.refill_at())
+                        deadline = min(deadline, self._budget.full_at())
             ready, _, _ = select.select(readable, [], [], max(0.0, deadline - now))
             if self._wake_r in ready:
                 self._wake_r.recv(4096)
@@ -306,6 +308,10 @@ class PeerLink:
                 offset = self._guard.peers[beat.node].clock_offset_ms
         if isinstance(verdict, HeartbeatDrop):
             self.counters.dropped.inc(reason=verdict.value)
+            if verdict is HeartbeatDrop.VERSION and now - self._version_noticed >= VERSION_NOTICE_S:
+                self._version_noticed = now
+                log.warning("heartbeats of another protocol version arrive: a speaker of another portside "
+                            "version runs; until all speakers run one version, they count each other as dead")
             return verdict
         if isinstance(verdict, Learnt):
             self.counters.dropped.inc(reason=verdict.reason.value)
