@@ -104,6 +104,21 @@ def test_a_node_restarted_with_its_clock_stepped_back_is_heard_again(two_nodes: 
     assert set(t["client"].arping(VIP, count=5)) == {t["a"].mac}, "one answerer, not two"
 
 
+@needs_root
+def test_a_restarted_lower_ranked_node_hears_the_owner_within_its_grace(two_nodes: Topology, workdir: Path) -> None:
+    """The handshake (learn the other's boot, answer it) fits in the startup grace of one dead_after:
+    a restarted b never grabs the IP a still owns."""
+    t = two_nodes
+    speakers = settled_pair(t, workdir)
+    for _ in range(3):
+        speakers["b"].send_signal(signal.SIGKILL)
+        speakers["b"].wait(timeout=5)
+        speakers["b"] = start(t, "b", workdir)
+        wait_heard(t["b"], ["a"])
+    assert "announcing 10.77.0.100" not in (workdir / "speaker-b.log").read_text()
+    assert status(t["a"])["announcing"] == [VIP]
+
+
 def capture_heartbeats(t: Topology, sender: str, receiver: str, seconds: float) -> list[tuple[float, bytes]]:
     """The heartbeat datagrams ``sender`` sends ``receiver`` for ``seconds``, as a sniffer on the
     receiver's link sees them: (offset from the first, UDP payload)."""
