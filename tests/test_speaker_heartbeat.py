@@ -186,3 +186,27 @@ def test_clock_offset_is_recorded_and_changes_nothing() -> None:
     assert guard.peers["x"].clock_offset_ms == 45_000
     behind = encode_heartbeat(Heartbeat("x", X1, 2, ticket_for(KEY, OURS), 2, 1, -10**12), KEY)
     assert isinstance(guard.check(behind, 0.06, 1_000_000, WINDOW), Accepted)
+
+
+def test_a_known_peer_that_restarted_is_answered_on_both_boots_until_its_new_one_is_confirmed() -> None:
+    guard = _guard()
+    assert isinstance(guard.check(_from_x(X1, 5, 1), 0.05, 0, WINDOW), Accepted)
+    # x restarts and does not know our boot yet: we keep answering X1, and answer X2 as well,
+    # so x learns our boot from a heartbeat it can take.
+    guard.check(_from_x(X2, 1, for_boot=None), 0.1, 0, WINDOW)
+    assert guard.replies_for("x") == [(ticket_for(KEY, X1), 5), (ticket_for(KEY, X2), 1)]
+    assert isinstance(guard.check(_from_x(X2, 2, 3), 0.12, 0, WINDOW), Accepted)
+    assert guard.replies_for("x") == [(ticket_for(KEY, X2), 2)]
+
+
+def test_replays_of_many_old_boots_are_each_usable_once() -> None:
+    guard = _guard()
+    old_boots = [bytes([0x20 + i]) * 8 for i in range(10)]
+    captured = [_from_x(boot, 7, for_boot=b"earlier!") for boot in old_boots]
+    assert {_verdict(guard.check(d, 0.1, 0, WINDOW)) for d in captured} == {"learnt (other_boot)"}
+    # Cycling the same captures again (to push the real boot out of what we answer) costs no HMAC
+    # and changes nothing.
+    assert {_verdict(guard.check(d, 0.2, 0, WINDOW)) for d in captured} == {"replayed"}
+    guard.check(_from_x(X1, 3, for_boot=b"earlier!"), 0.3, 0, WINDOW)
+    assert (ticket_for(KEY, X1), 3) in guard.replies_for("x")
+    assert len(guard.replies_for("x")) == 4

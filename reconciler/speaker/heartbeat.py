@@ -52,6 +52,7 @@ MAX_DATAGRAM = HEADER.size + MAX_NODE_NAME + SIGNATURE_LEN
 MIN_KEY_LEN = 16
 RETIRED_BOOTS = 16  # per peer: earlier boots whose replays are refused outright
 LEARNT_BOOTS = 4  # per peer: unconfirmed boots answered at once
+SEEN_BOOTS = 64  # per peer: other boots whose counters are remembered
 SENT_LOG = 1024  # send rounds remembered for echo ages (>= dead_after / interval)
 _TICKET_CONTEXT = b"portside heartbeat ticket v2"
 
@@ -172,23 +173,49 @@ class PeerBoots:
 
     boot: bytes | None = None  # its current boot: confirmed by a recent heartbeat
     counter: int = 0  # the newest counter taken from that boot
-    # Authentic boots heard but not confirmed yet (newest last), each with its newest counter:
-    # while nothing is confirmed, our heartbeats answer each of them, so a replayed older boot
-    # cannot hide the real one.
+    # Other authentic boots, each with its newest counter (most recently advanced last), so a
+    # replayed datagram of one of them is refused before its HMAC and cannot be used twice.
+    seen: dict[bytes, int] = field(default_factory=dict)
+    # Those heard since the last fresh heartbeat: our heartbeats answer them too, so a peer that
+    # restarted (or a peer after we restarted) learns our boot, whatever replays of older boots
+    # an attacker mixes in.
     learnt: dict[bytes, int] = field(default_factory=dict)
     retired: deque[bytes] = field(default_factory=lambda: deque(maxlen=RETIRED_BOOTS))
     clock_offset_ms: int | None = None  # its wall clock minus ours, from the last heartbeat taken
 
     def echo_targets(self) -> list[tuple[bytes, int]]:
-        """The boots (and counters) our heartbeats to this peer answer."""
-        if self.boot is not None:
-            return [(self.boot, self.counter)]
-        return list(self.learnt.items())
+        """The boots (and counters) our heartbeats to this peer answer: its current one first."""
+        current = [] if self.boot is None else [(self.boot, self.counter)]
+        return current + list(self.learnt.items())
 
     def newest_counter(self, boot: bytes) -> int | None:
         if boot == self.boot:
             return self.counter
-        return self.learnt.get(boot)
+        return self.seen.get(boot)
+
+    def confirm(self, boot: bytes, counter: int) -> bool:
+        """Take a fresh heartbeat of ``boot``; True when that is a new boot."""
+        new_boot = boot != self.boot
+        if new_boot:
+            if self.boot is not None:
+                self.retired.append(self.boot)
+            self.boot = boot
+            self.seen.pop(boot, None)
+        self.counter = counter
+        # A node runs one boot at a time: while this one is fresh, any other is a replay.
+        self.learnt.clear()
+        return new_boot
+
+    def learn(self, boot: bytes, counter: int) -> None:
+        """Remember an authentic heartbeat that proved nothing about now."""
+        if boot == self.boot:
+            self.counter = counter
+            return
+        for memory, limit in ((self.seen, SEEN_BOOTS), (self.learnt, LEARNT_BOOTS)):
+            memory.pop(boot, None)
+            memory[boot] = counter
+            while len(memory) > limit:
+                del memory[next(iter(memory))]
 
 
 @dataclass(frozen=True)
@@ -248,27 +275,12 @@ class HeartbeatGuard:
         sent_at = self.sent.sent_at(beat.echo)
         if sent_at is None or now - sent_at > window_s:
             return self._learn(peer, beat, HeartbeatDrop.STALE)
-        new_boot = beat.boot != peer.boot
-        if new_boot:
-            if peer.boot is not None:
-                peer.retired.append(peer.boot)
-            peer.boot = beat.boot
-            peer.learnt.clear()
-        peer.counter = beat.counter
+        new_boot = peer.confirm(beat.boot, beat.counter)
         peer.clock_offset_ms = beat.sent_at_ms - wall_ms
         return Accepted(beat, new_boot)
 
     def _learn(self, peer: PeerBoots, beat: Heartbeat, reason: HeartbeatDrop) -> Learnt:
-        # Remember authentic boots we cannot confirm yet, so our next heartbeats carry their
-        # tickets: a sender that has just restarted learns our boot from them and answers with a
-        # datagram we can take. A confirmed boot stays the only echo target while it lasts.
-        if beat.boot == peer.boot:
-            peer.counter = beat.counter
-        else:
-            peer.learnt.pop(beat.boot, None)
-            peer.learnt[beat.boot] = beat.counter
-            while len(peer.learnt) > LEARNT_BOOTS:
-                del peer.learnt[next(iter(peer.learnt))]
+        peer.learn(beat.boot, beat.counter)
         return Learnt(beat, reason)
 
     def replies_for(self, node: str) -> list[tuple[bytes, int]]:
