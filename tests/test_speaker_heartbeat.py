@@ -123,17 +123,17 @@ def test_guard_walk() -> None:
         ("an older counter", _from_x(X1, 1, 1), 0.07, "replayed"),
         ("the next one", _from_x(X1, 3, 2), 0.1, "alive"),
         ("gaps are fine (lost datagrams)", _from_x(X1, 9, 3), 0.12, "alive"),
-        ("an echo older than dead_after", _from_x(X1, 10, 2), 0.3, "learnt (stale)"),
-        ("an echo of a round never sent", _from_x(X1, 11, 999), 0.3, "learnt (stale)"),
-        ("made for an earlier boot of ours", _from_x(X1, 12, 5, for_boot=b"old boot"), 0.3, "learnt (other_boot)"),
-        ("signed with another key", _from_x(X1, 13, 6, key=b"not-the-shared-key"), 0.3, "bad_signature"),
-        ("x restarts (whatever its clock says)", _from_x(X2, 1, for_boot=None), 0.31, "learnt (other_boot)"),
-        ("x's new boot answers our round", _from_x(X2, 2, 7), 0.32, "new boot"),
-        ("the boot x left behind, replayed", _from_x(X1, 20, 7), 0.33, "replayed"),
-        ("a boot from before we started", _from_x(X0, 50, for_boot=b"previous"), 0.33, "learnt (other_boot)"),
-        ("y is tracked apart", _from_x(X1, 1, 7, node="y"), 0.34, "new boot"),
-        ("a stranger", _from_x(X1, 1, 7, node="mallory"), 0.34, "unknown_node"),
-        ("ourselves, looped back", _from_x(X1, 1, 7, node="r"), 0.34, "self"),
+        ("an echo older than two dead_after", _from_x(X1, 10, 2), 0.5, "learnt (stale)"),
+        ("an echo of a round never sent", _from_x(X1, 11, 999), 0.5, "learnt (stale)"),
+        ("made for an earlier boot of ours", _from_x(X1, 12, 5, for_boot=b"old boot"), 0.5, "learnt (other_boot)"),
+        ("signed with another key", _from_x(X1, 13, 6, key=b"not-the-shared-key"), 0.5, "bad_signature"),
+        ("x restarts (whatever its clock says)", _from_x(X2, 1, for_boot=None), 0.51, "learnt (other_boot)"),
+        ("x's new boot answers our round", _from_x(X2, 2, 7), 0.52, "new boot"),
+        ("the boot x left behind, replayed", _from_x(X1, 20, 7), 0.53, "replayed"),
+        ("a boot from before we started", _from_x(X0, 50, for_boot=b"previous"), 0.53, "learnt (other_boot)"),
+        ("y is tracked apart", _from_x(X1, 1, 7, node="y"), 0.54, "new boot"),
+        ("a stranger", _from_x(X1, 1, 7, node="mallory"), 0.54, "unknown_node"),
+        ("ourselves, looped back", _from_x(X1, 1, 7, node="r"), 0.54, "self"),
     ]
     for i, (what, data, now, expected) in enumerate(steps):
         assert _verdict(guard.check(data, now, 0, WINDOW)) == expected, f"step {i}: {what}"
@@ -158,14 +158,24 @@ def test_a_fresh_receiver_never_takes_captured_heartbeats() -> None:
     assert guard.peers["x"].boot is None
 
 
-def test_replays_within_our_boot_keep_a_dead_peer_alive_for_at_most_the_window() -> None:
+def test_replays_within_our_boot_keep_a_dead_peer_alive_for_at_most_one_more_dead_after() -> None:
     guard = _guard()
-    # x's last real heartbeats echo our rounds up to 10 (sent at 0.45); x dies; its datagrams
-    # were captured but never reached us (so their counters are new to us).
-    captured = [_from_x(X1, n, min(n, 10)) for n in range(1, 40)]
-    taken = [now for n, data in enumerate(captured)
-             if isinstance(guard.check(data, now := 0.45 + n * 0.01, 0, WINDOW), Accepted)]
-    assert taken and max(taken) <= 0.45 + WINDOW
+    # x's last real heartbeat echoed our round 10 (sent at 0.45) and x died then; its datagrams
+    # were captured but never reached us (so their counters are new to us), and come now.
+    captured = [_from_x(X1, n, min(n, 10)) for n in range(1, 80)]
+    proofs = [result.proof_at for n, data in enumerate(captured)
+              if isinstance(result := guard.check(data, 0.45 + n * 0.01, 0, WINDOW), Accepted)]
+    assert proofs, "replays that answer a recent round are taken..."
+    assert max(proofs) <= 0.45 + WINDOW, "...but prove nothing later than one dead_after after it"
+    # Undisturbed, x would have been dead at 0.45 + WINDOW; the replays held it to 0.45 + 2 WINDOW.
+
+
+def test_a_receiver_that_stalled_takes_the_heartbeats_that_queued_meanwhile() -> None:
+    guard = _guard()
+    assert isinstance(guard.check(_from_x(X1, 1, 10), 0.46, 0, WINDOW), Accepted)
+    # We stalled 300 ms (longer than dead_after) after round 10; x's heartbeats meanwhile echo it.
+    late = guard.check(_from_x(X1, 2, 10), 0.76, 0, WINDOW)
+    assert isinstance(late, Accepted) and late.proof_at == pytest.approx(0.45 + WINDOW)
 
 
 def test_a_restarted_receiver_answers_every_authentic_boot_until_one_is_confirmed() -> None:

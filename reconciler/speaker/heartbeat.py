@@ -15,9 +15,11 @@ receiver sent the round it echoes. That is the challenge that makes replays harm
 
 - a datagram captured before the receiver started carries a ticket of an older boot: it is
   authenticated but proves nothing, and never counts as liveness;
-- within one boot of the receiver, a datagram counts only if its echo is at most ``dead_after``
-  old, so a replay of a dead node's heartbeats keeps it alive at most one ``dead_after`` longer
-  than its last real one;
+- within one boot of the receiver, a datagram proves its sender alive at the latest one
+  ``dead_after`` after the round it echoes was sent (and counts not at all when that round is
+  more than two ``dead_after`` old), so replays of a dead node's heartbeats keep it alive at most
+  one ``dead_after`` longer than its last real one — while a receiver that stalled for a moment
+  still takes the heartbeats that queued up meanwhile;
 - per sender, only strictly increasing counters of its current boot are taken, and boots it
   has left behind are refused.
 
@@ -66,7 +68,7 @@ class HeartbeatDrop(enum.Enum):
     BAD_SIGNATURE = "bad_signature"
     REPLAYED = "replayed"  # a counter already seen, or a boot the sender has left behind
     OTHER_BOOT = "other_boot"  # authentic, but not made for this boot of ours: no proof it is recent
-    STALE = "stale"  # made for this boot, but echoes a round older than dead_after
+    STALE = "stale"  # made for this boot, but echoes a round older than two dead_after
     UNKNOWN_NODE = "unknown_node"
     SELF = "self"
 
@@ -220,10 +222,11 @@ class PeerBoots:
 
 @dataclass(frozen=True)
 class Accepted:
-    """A heartbeat taken as proof that its sender is alive now."""
+    """A heartbeat taken as proof that its sender was alive at ``proof_at`` (monotonic seconds)."""
 
     heartbeat: Heartbeat
     new_boot: bool  # the sender restarted (or was heard for the first time)
+    proof_at: float  # its arrival, or one dead_after after the round it echoes, if earlier
 
 
 @dataclass(frozen=True)
@@ -255,8 +258,8 @@ class HeartbeatGuard:
         self._names = {name.encode(): name for name in peers}
         self.peers = {name: self.peers.get(name) or PeerBoots() for name in peers}
 
-    def check(self, data: bytes, now: float, wall_ms: int, window_s: float) -> Accepted | Learnt | HeartbeatDrop:
-        """Judge one datagram received at ``now`` (monotonic); ``window_s`` is the echo age allowed."""
+    def check(self, data: bytes, now: float, wall_ms: int, dead_after_s: float) -> Accepted | Learnt | HeartbeatDrop:
+        """Judge one datagram received at ``now`` (monotonic)."""
         envelope = open_envelope(data)
         if isinstance(envelope, HeartbeatDrop):
             return envelope
@@ -273,11 +276,11 @@ class HeartbeatGuard:
         if beat.ticket != self.ticket:
             return self._learn(peer, beat, HeartbeatDrop.OTHER_BOOT)
         sent_at = self.sent.sent_at(beat.echo)
-        if sent_at is None or now - sent_at > window_s:
+        if sent_at is None or now - sent_at > 2 * dead_after_s:
             return self._learn(peer, beat, HeartbeatDrop.STALE)
         new_boot = peer.confirm(beat.boot, beat.counter)
         peer.clock_offset_ms = beat.sent_at_ms - wall_ms
-        return Accepted(beat, new_boot)
+        return Accepted(beat, new_boot, min(now, sent_at + dead_after_s))
 
     def _learn(self, peer: PeerBoots, beat: Heartbeat, reason: HeartbeatDrop) -> Learnt:
         peer.learn(beat.boot, beat.counter)

@@ -295,13 +295,12 @@ class PeerLink:
         changed = False
         offset: int | None = None
         with self._lock:
-            window = self._liveness.dead_after_s
-            verdict = self._guard.check(data, now, wall_ms, window)
+            verdict = self._guard.check(data, now, wall_ms, self._liveness.dead_after_s)
             if isinstance(verdict, Learnt | Accepted) and self._is_news(verdict):
                 self._reply_soon = True  # a peer is (re)starting: answer it now, not next round
             if isinstance(verdict, Accepted):
                 beat = verdict.heartbeat
-                revived = self._liveness.heard(beat.node, now, leaving=beat.leaving)
+                revived = self._liveness.heard(beat.node, now, leaving=beat.leaving, proof_at=verdict.proof_at)
                 if revived:
                     self._revived.add(beat.node)
                 changed = revived or beat.leaving
