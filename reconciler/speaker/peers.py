@@ -233,6 +233,8 @@ class PeerLink:
             if now >= next_send or reply:
                 if self._loop_alive():
                     self._send_round(config, leaving=False)
+                else:
+                    self._reply_soon = False  # silent while the loop is stuck: nothing to answer
                 if now >= next_send:
                     next_send = max(next_send + config.interval_s, now)
 
