@@ -23,12 +23,13 @@ receiver sent the round it echoes. That is the challenge that makes replays harm
 - per sender, only strictly increasing counters of its current boot are taken, and boots it
   has left behind are refused.
 
-A restarted node is always heard again: its new boot is adopted as soon as it echoes a fresh
-round of ours, whatever its clock says. ``sent_at_ms`` (the sender's wall clock) is only shown:
+A restarted node is always heard again: until a peer's boot is confirmed, our heartbeats also
+answer every authentic boot of it heard since (so it learns our boot from them), and its new
+boot is adopted as soon as it echoes a fresh round of ours, whatever its clock says. ``sent_at_ms`` (the sender's wall clock) is only shown:
 the offset between two nodes' clocks goes to the log and ``/status``.
 
 The ticket sits at a fixed offset so the kernel can sort datagrams before Python sees them
-(see ``peers``): forged datagrams cannot crowd out the ones carrying our ticket.
+(see ``lanes``): forged datagrams cannot crowd out the ones carrying our ticket.
 """
 
 from __future__ import annotations
