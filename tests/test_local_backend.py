@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.backends.local import LocalBackend
+from reconciler.common.errors import StateLocked
 from reconciler.planning.announcement_table import decode_table
 from tests.conftest import run_cli, write_repo
 
@@ -166,3 +168,113 @@ def test_errors_name_files_as_reached_from_the_working_directory(
     assert validate.out.startswith("example-repo/metallb/pool.yaml:7:3: spec.adresses: unknown field")
     diff = run_cli("diff", "example-repo", "--state", str(tmp_path / "s"))
     assert "example-repo/metallb/pool.yaml:7:3: spec.adresses" in diff.err
+
+
+POOL_AND_ADVERTISEMENT = """
+apiVersion: metallb.io/v1beta1
+kind: IPAddressPool
+metadata: {name: shared, namespace: metallb-system}
+spec:
+  addresses: [10.60.0.1-10.60.0.4]
+---
+apiVersion: metallb.io/v1beta1
+kind: L2Advertisement
+metadata: {name: shared, namespace: metallb-system}
+spec:
+  ipAddressPools: [shared]
+"""
+
+
+def exposure_repo(root: Path, *services: str) -> Path:
+    files = {"pool.yaml": POOL_AND_ADVERTISEMENT}
+    for name in services:
+        files[f"{name}.yaml"] = f"""
+            apiVersion: portside.io/v1alpha1
+            kind: ServiceExposure
+            metadata: {{name: {name}}}
+            spec:
+              service: {{namespace: default, name: {name}}}
+              pool: shared
+              ports: [{{name: http, port: 80}}]
+        """
+    return write_repo(root, files)
+
+
+# `portside apply ARGS...` once the file GATE exists, with its modules imported before: so two
+# processes start their apply within a millisecond of each other, as two people (or a person and
+# a CI job) at the same moment.
+GATED_APPLY = """
+import os, sys, time
+import reconciler.backends.local, reconciler.cli, reconciler.commands.apply
+print("ready", flush=True)
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.001)
+sys.exit(reconciler.cli.main(["apply", *sys.argv[2:]]))
+"""
+
+
+def apply_process(repo: Path, state_dir: Path, *extra: str, gate: Path | None = None) -> subprocess.Popen[str]:
+    args = [str(repo), "--state", str(state_dir), "--allow-mass-delete", *extra]
+    argv = [sys.executable, "-m", "reconciler", "apply", *args] if gate is None else \
+        [sys.executable, "-c", GATED_APPLY, str(gate), *args]
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_concurrent_applies_to_one_state_dir_take_turns(tmp_path: Path) -> None:
+    """Two `portside apply` processes with different repos, started together, round after round:
+    each plans against what the other wrote, so no IP ever has two Services and the announcement
+    table always agrees with state.json."""
+    repos = [exposure_repo(tmp_path / "one", "alpha"), exposure_repo(tmp_path / "two", "beta", "gamma")]
+    state_dir = tmp_path / "state"
+    for round_ in range(8):
+        gate = tmp_path / f"go-{round_}"
+        processes = [apply_process(repo, state_dir, gate=gate) for repo in (repos if round_ % 2 else repos[::-1])]
+        for process in processes:
+            assert process.stdout is not None and process.stdout.readline() == "ready\n"
+        gate.touch()
+        for process in processes:
+            out, err = process.communicate(timeout=120)
+            assert process.returncode == 0, f"round {round_}: {out}{err}"
+        services: dict[str, dict[str, list[str]]] = state(state_dir)["services"]  # type: ignore[assignment]
+        holders: dict[str, list[str]] = {}
+        for key, recorded in services.items():
+            for ip in recorded["ingress"]:
+                holders.setdefault(ip, []).append(key)
+        assert all(len(keys) == 1 for keys in holders.values()), f"round {round_}: {holders}"
+        table = decode_table((state_dir / "announcements.json").read_text())
+        announced = {a.ip: a.service for a in table.announcements}
+        assert announced == {ip: keys[0] for ip, keys in holders.items()}, f"round {round_}"
+        # The last apply wins whole: its repo's Services, and no other.
+        assert set(services) in ({"default/alpha"}, {"default/beta", "default/gamma"}), f"round {round_}"
+
+
+def test_an_apply_waits_for_the_lock_then_says_who_holds_it(tmp_path: Path) -> None:
+    repo = exposure_repo(tmp_path / "repo", "alpha")
+    state_dir = tmp_path / "state"
+    with LocalBackend(state_dir).hold():
+        result = apply_process(repo, state_dir, "--lock-timeout", "0.3")
+        out, err = result.communicate(timeout=60)
+    assert result.returncode == 1
+    assert f"the local state directory {state_dir} is in use by another portside process (pid {os.getpid()})" in err
+    assert "--lock-timeout" in err
+    assert not (state_dir / "state.json").exists() and not (state_dir / "announcements.json").exists()
+    assert out == ""
+
+
+def test_the_lock_dies_with_its_holder(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from pathlib import Path; from reconciler.backends.local import "
+         "LocalBackend\nwith LocalBackend(Path(sys.argv[1])).hold():\n print('held', flush=True); sys.stdin.read()",
+         str(state_dir)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        with pytest.raises(StateLocked, match=rf"\(pid {holder.pid}\)"), LocalBackend(state_dir).hold(timeout=0.1):
+            pass
+        holder.kill()
+        holder.wait(timeout=10)
+        with LocalBackend(state_dir).hold(timeout=5):
+            assert (state_dir / ".lock").read_text() == f"{os.getpid()}\n"
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)

@@ -87,3 +87,12 @@ def test_liveness_walk() -> None:
     assert live.heard("b", 100.7) is True
     live.forget(["c"])
     assert not live.is_alive("b", 100.71)  # forgotten, past the startup grace: dead
+
+
+def test_a_heartbeat_proving_an_earlier_moment_never_moves_liveness_back() -> None:
+    liveness = Liveness(0.2, started_at=0.0)
+    assert not liveness.heard("b", 1.0, proof_at=0.7)  # proves b alive only until 0.9: still dead
+    assert not liveness.is_alive("b", 1.0)
+    assert liveness.heard("b", 1.0, proof_at=0.95)  # alive until 1.15: back
+    assert not liveness.heard("b", 1.01, proof_at=0.8)  # an older proof keeps the newer one
+    assert liveness.next_expiry(["b"], 1.01) == pytest.approx(1.15)

@@ -320,14 +320,13 @@ def test_new_table_moves_an_ip_and_a_bad_one_changes_nothing(two_nodes: Topology
 
 
 def _forged_heartbeats() -> list[bytes]:
-    beat = Heartbeat("a", boot_id=time.time_ns(), seq=10**9, sent_at_ms=time.time_ns() // 1_000_000,
-                     generation=1)
+    beat = Heartbeat("a", boot=b"\x07" * 8, counter=10**9, sent_at_ms=time.time_ns() // 1_000_000, generation=1)
     signed_with_wrong_key = encode_heartbeat(beat, b"not-the-shared-key-at-all")
     unsigned = signed_with_wrong_key[:-32]
-    # Signed with the real key but from an earlier run of a (boot id 1): what a replay of a
-    # captured heartbeat looks like.
-    replayed = encode_heartbeat(Heartbeat("a", 1, 5, time.time_ns() // 1_000_000, 1), KEY)
-    stranger = encode_heartbeat(Heartbeat("mallory", 1, 1, time.time_ns() // 1_000_000, 1), KEY)
+    # Signed with the real key but from an earlier run of a, made for an earlier run of b:
+    # what a replay of a captured heartbeat looks like.
+    replayed = encode_heartbeat(Heartbeat("a", b"\x01" * 8, 5, b"old b ti", 3, 1), KEY)
+    stranger = encode_heartbeat(Heartbeat("mallory", b"\x01" * 8, 1), KEY)
     tampered = bytearray(encode_heartbeat(beat, KEY))
     tampered[-40] ^= 0xFF
     return [signed_with_wrong_key, unsigned, replayed, stranger, bytes(tampered)]
@@ -359,7 +358,7 @@ def test_forged_heartbeats_change_nothing(two_nodes: Topology, workdir: Path) ->
     assert status(t["b"])["peers"] == {"a": False}
     assert resolved_mac(client, VIP) == t["b"].mac
     metrics = t["b"].http_get("/metrics", 7473)
-    for reason in ["bad_signature", "unsigned", "replayed", "unknown_node"]:
+    for reason in ["bad_signature", "unsigned", "other_boot", "unknown_node"]:
         assert f'portside_speaker_heartbeats_dropped_total{{reason="{reason}"}}' in metrics, reason
 
 

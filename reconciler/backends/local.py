@@ -5,19 +5,31 @@ cluster would: the IPs assigned to each stand-in (and, optionally, the nodes a u
 for the speaker). The announcement table and each local tunnel's cloudflared config sit beside
 it. Every write is atomic, and state.json is written last, so a crash half-way leaves a state
 that the next run plans the rest of.
+
+Two processes applying to one directory at once would each plan against what the other is
+about to change (and hand one IP to two Services), so a writer holds an exclusive lock on the
+directory (``flock`` on ``.lock`` inside it) for its whole read-plan-write; see :meth:`hold`.
+The kernel drops the lock when its holder exits, however it exits: no stale lock files.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import json
+import os
 import socket
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reconciler.backends.base import ApplyReport
 from reconciler.backends.tunnels import TunnelSide
 from reconciler.common.atomic import write_atomic
-from reconciler.common.errors import StateError
+from reconciler.common.errors import StateError, StateLocked
 from reconciler.desired.models import ServiceExposure
 from reconciler.desired.state import DesiredState
 from reconciler.planning.announcement_table import decode_table
@@ -31,7 +43,10 @@ if TYPE_CHECKING:  # the SDK takes 0.35 s to import; only a token needs it
 
 STATE_FILE = "state.json"
 ANNOUNCEMENTS_FILE = "announcements.json"
+LOCK_FILE = ".lock"
 STATE_VERSION = 1
+DEFAULT_LOCK_TIMEOUT_S = 30.0
+LOCK_POLL_S = 0.05
 
 
 class LocalBackend:
@@ -41,6 +56,48 @@ class LocalBackend:
         self.state_dir = state_dir
         self.description = f"local state directory {state_dir}"
         self.tunnels = TunnelSide(DirectoryStore(state_dir), cloudflare)
+
+    # --- locking ---------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def hold(self, timeout: float = DEFAULT_LOCK_TIMEOUT_S) -> Iterator[None]:
+        """Hold the directory's exclusive lock, waiting up to ``timeout`` seconds for another holder.
+
+        Raises :class:`StateLocked` naming the directory (and the holder's pid, which a holder
+        writes into the lock file) when the wait runs out.
+        """
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        path = self.state_dir / LOCK_FILE
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            self._acquire(fd, path, timeout)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
+
+    def _acquire(self, fd: int, path: Path, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        told = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise StateError(f"{path}: cannot lock the local state directory ({exc.strerror})") from exc
+            holder = _holder(fd)
+            if time.monotonic() >= deadline:
+                raise StateLocked(
+                    f"the local state directory {self.state_dir} is in use by another portside process"
+                    f"{holder}; gave up after {timeout:g} s. Let it finish, or wait longer with --lock-timeout")
+            if not told:
+                print(f"Waiting for the local state directory {self.state_dir}, in use by another portside "
+                      f"process{holder} (up to {timeout:g} s).", file=sys.stderr)
+                told = True
+            # flock has no timeout of its own: poll the lock until the deadline.
+            time.sleep(LOCK_POLL_S)
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -103,6 +160,20 @@ class LocalBackend:
                 report.applied += 1
         write_atomic(self.state_dir / STATE_FILE, json.dumps(state, indent=2, sort_keys=True) + "\n")
         return report
+
+
+def holding(backend: object, timeout: float) -> contextlib.AbstractContextManager[None]:
+    """The local state directory's lock when ``backend`` is one (clusters have their own guards)."""
+    return backend.hold(timeout) if isinstance(backend, LocalBackend) else contextlib.nullcontext()
+
+
+def _holder(fd: int) -> str:
+    """" (pid N)" from the lock file, which its holder wrote; empty when it has not yet."""
+    try:
+        text = os.pread(fd, 32, 0).decode().strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
+    return f" (pid {text})" if text.isdigit() else ""
 
 
 def _key(exposure: ServiceExposure) -> str:

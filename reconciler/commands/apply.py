@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from reconciler.commands.planning import add_plan_arguments, load_and_plan, policy_from, show
+from reconciler.backends import Backend, select_backend
+from reconciler.backends.local import DEFAULT_LOCK_TIMEOUT_S, holding
+from reconciler.commands.planning import add_plan_arguments, load_reported, plan_for, policy_from, show
 from reconciler.common.errors import ConflictError, UsageError
-from reconciler.planning.engine import CONFLICT_RETRIES, check_safety, plan_against
+from reconciler.desired.state import DesiredState
+from reconciler.planning.engine import CONFLICT_RETRIES, ApplyPolicy, check_safety, plan_against
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,13 +20,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "what portside owns")
     parser.add_argument("--max-delete-fraction", type=float, default=0.5, metavar="F",
                         help="refuse plans deleting more than this share of what portside owns (default 0.5)")
+    parser.add_argument("--lock-timeout", type=float, default=DEFAULT_LOCK_TIMEOUT_S, metavar="SECONDS",
+                        help="with a local state directory, how long to wait while another portside process "
+                        f"applies to it (default {DEFAULT_LOCK_TIMEOUT_S:g})")
 
 
 def run(args: argparse.Namespace) -> int:
     policy = policy_from(args, dry_run=False)
-    desired, backend, plan = load_and_plan(args, policy)
+    desired = load_reported(args)  # a broken repo writes nothing
+    backend = select_backend(args)
     if backend.read_only:
         raise UsageError(f"cannot apply to {backend.description}")
+    # Read, plan and write under one lock: another apply in between would plan against a world
+    # that is about to change.
+    with holding(backend, args.lock_timeout):
+        return _plan_and_apply(args, policy, desired, backend)
+
+
+def _plan_and_apply(args: argparse.Namespace, policy: ApplyPolicy, desired: DesiredState, backend: Backend) -> int:
+    plan = plan_for(desired, backend, policy)
     for attempt in range(1, CONFLICT_RETRIES + 1):
         show(plan, args.format)
         check_safety(plan, policy)

@@ -58,20 +58,30 @@ def load_desired(path: Path, revision: str | None = None) -> DesiredState:
 
 
 
-def load_and_plan(args: argparse.Namespace, policy: ApplyPolicy) -> tuple[DesiredState, Backend, Plan]:
-    revision = args.revision or git_head(args.path)
-    desired = load_desired(args.path, revision)
+def load_reported(args: argparse.Namespace) -> DesiredState:
+    """The repo at PATH for diff and apply, its warnings and what it skipped said on stderr."""
+    desired = load_desired(args.path, args.revision or git_head(args.path))
     directory = str(repo_directory(args.path))
     for warning in desired.warnings:
         print(f"warning: {warning.under(directory)}", file=sys.stderr)
     if desired.skipped:
         print(f"Loaded {args.path}: {desired.skipped}.", file=sys.stderr)
+    return desired
+
+
+def load_and_plan(args: argparse.Namespace, policy: ApplyPolicy) -> tuple[DesiredState, Backend, Plan]:
+    desired = load_reported(args)
     backend = select_backend(args)
+    return desired, backend, plan_for(desired, backend, policy)
+
+
+def plan_for(desired: DesiredState, backend: Backend, policy: ApplyPolicy) -> Plan:
+    """Read the live world and plan against it, saying which world that is."""
     # On stderr, so JSON and Markdown on stdout stay clean: which world is being planned against
     # matters (a kubeconfig in ~/.kube makes the default a cluster, not .portside/).
     print(f"Planning against {backend.description}.", file=sys.stderr)
     _, plan = plan_against(desired, backend, policy)
-    return desired, backend, plan
+    return plan
 
 
 def show(plan: Plan, fmt: str) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.backends import Backend, add_backend_arguments, select_backend
+from reconciler.backends.local import DEFAULT_LOCK_TIMEOUT_S, holding
 from reconciler.common.errors import ConfigError, UsageError, shown_under
 from reconciler.common.httpserve import HTTPService, Request
 from reconciler.controller.logs import configure_logging
@@ -111,6 +112,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ctl.add_argument("--once", action="store_true",
                      help="sync and reconcile once, then exit (0 applied, 1 error)")
     ctl.add_argument("--log-format", choices=("text", "json"), default="text", help="log line format")
+    ctl.add_argument("--lock-timeout", type=parse_duration, default=DEFAULT_LOCK_TIMEOUT_S, metavar="DURATION",
+                     help="with a local state directory, how long a reconcile waits while another portside "
+                     f"process applies to it (default {DEFAULT_LOCK_TIMEOUT_S:g}s)")
     add_backend_arguments(parser, snapshot=False)
 
 
@@ -177,7 +181,8 @@ def run(args: argparse.Namespace) -> int:
 
     def reconcile_checkout(checkout: Checkout) -> ReconcileResult:
         try:
-            return reconcile(checkout.root, backend, checkout.revision, policy=policy)
+            with holding(backend, args.lock_timeout):  # one read-plan-write at a time per state dir
+                return reconcile(checkout.root, backend, checkout.revision, policy=policy)
         except ConfigError as exc:  # name files from the repo's top, as a git host shows them
             raise shown_under(exc, args.path) if args.path else exc from None
 

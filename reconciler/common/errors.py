@@ -92,6 +92,12 @@ class StateError(PortsideError):
     """The local state directory or a snapshot is unreadable or inconsistent."""
 
 
+class StateLocked(StateError):
+    """Another process holds the local state directory's lock; trying again later can succeed."""
+
+    temporary = True
+
+
 class ProviderError(PortsideError):
     """A live API (Kubernetes, Cloudflare) refused or failed a call."""
 

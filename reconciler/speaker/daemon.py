@@ -74,6 +74,9 @@ class SpeakerMetrics:
                                         ["ip", "service"])
         self.announced_count = registry.gauge(p + "announced_ips", "IPs this node answers for")
         self.peer_alive = registry.gauge(p + "peer_alive", "1 when the peer is alive to this node", ["node"])
+        self.peer_clock_offset = registry.gauge(p + "peer_clock_offset_seconds",
+                                                "the peer's wall clock minus ours, from its last heartbeat "
+                                                "(shown only: liveness never depends on clocks)", ["node"])
         self.interfaces = registry.gauge(p + "interfaces", "interfaces with an open responder")
         self.generation = registry.gauge(p + "table_generation", "generation of the table in use")
         self.table_errors = registry.counter(p + "table_errors_total", "tables rejected or unreadable")
@@ -118,7 +121,8 @@ class Speaker:
         self.table: AnnouncementTable | None = None
         self.peers = PeerLink(node, key, PeerCounters(
             self.metrics.heartbeats_received, self.metrics.heartbeats_dropped, self.metrics.heartbeats_sent,
-            self.metrics.send_errors), on_change=self._peers_changed, loop_alive=self._loop_alive)
+            self.metrics.send_errors, self.metrics.peer_clock_offset),
+            on_change=self._peers_changed, loop_alive=self._loop_alive)
         self.elected: dict[str, Announcement] = {}
         self._dirty = False
         self._expiry: float | None = None
@@ -284,6 +288,7 @@ class Speaker:
         old = self.table
         for gone in set(self.liveness_nodes()) - set(table.nodes):
             self.metrics.peer_alive.remove(node=gone)
+            self.metrics.peer_clock_offset.remove(node=gone)
         self.table = table
         self.peers.configure(table)
         self._table_ips = frozenset(a.ip for a in table.announcements)
@@ -496,12 +501,17 @@ class Speaker:
 
     def status(self) -> dict[str, Any]:
         table = self.table
-        alive = self.peers.alive(time.monotonic())
+        now = time.monotonic()
+        alive = self.peers.alive(now)
         return {
             "node": self.node,
             "generation": table.generation if table else None,
             "revision": table.revision if table else None,
             "announcing": sorted(dict(self.elected)),
             "peers": {peer: peer in alive for peer in self.liveness_nodes()},
+            # By node: its boot nonce, when last heard, and its clock's offset from ours (shown
+            # so a wrong clock is easy to spot; liveness never depends on it).
+            "heartbeats": self.peers.details(now),
+            "boot": self.peers.boot.hex(),
             "interfaces": sorted(iface.link.name for iface in list(self.interfaces.values())),
         }

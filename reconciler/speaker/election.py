@@ -57,20 +57,29 @@ class Liveness:
         self.started_at = started_at
         self._last_heard: dict[str, float] = {}
 
-    def heard(self, node: str, now: float, leaving: bool = False) -> bool:
-        """Record a heartbeat; True when it brings back a peer that was dead to us."""
+    def heard(self, node: str, now: float, leaving: bool = False, proof_at: float | None = None) -> bool:
+        """Record a heartbeat; True when it brings back a peer that was dead to us.
+
+        ``proof_at`` (default ``now``) is the moment the heartbeat proves its sender was alive,
+        when that is earlier than its arrival: the peer stays alive ``dead_after`` from then.
+        """
         was_alive = self.is_alive(node, now)
         if leaving:
             self._last_heard[node] = float("-inf")
             return False
-        self._last_heard[node] = now
-        return not was_alive
+        at = now if proof_at is None else min(now, proof_at)
+        self._last_heard[node] = max(at, self._last_heard.get(node, at))
+        return not was_alive and self.is_alive(node, now)
 
     def is_alive(self, node: str, now: float) -> bool:
         last = self._last_heard.get(node)
         if last is None:
             return now < self.started_at + self.dead_after_s
         return now < last + self.dead_after_s
+
+    def heard_at(self, node: str) -> float | None:
+        """When ``node`` was last heard (-inf after it said it was leaving), if ever."""
+        return self._last_heard.get(node)
 
     def forget(self, keep: Iterable[str]) -> None:
         """Drop peers that left the table."""
