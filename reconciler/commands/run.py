@@ -44,7 +44,7 @@ examples:
   portside run --source git@github.com:me/homelab.git --ssh-key-file /secrets/id_ed25519 --ref v1.4.0
   portside run --source ./example-repo --state .portside        # re-plans on every save, no cluster
 
-endpoints on --listen: GET /healthz /readyz /metrics /status, POST /hooks/git (GitHub
+endpoints on --listen: GET / (the status page) /healthz /readyz /metrics /status, POST /hooks/git (GitHub
 X-Hub-Signature-256 or X-Portside-Signature-256: sha256=<HMAC-SHA256 of the body>; with
 X-Portside-Timestamp: <unix seconds>, X-Portside-Signature-256 signs "<timestamp>.<body>" and a
 replay is refused). Each delivery is acted on once; bursts are coalesced into one fetch.
@@ -239,7 +239,7 @@ def _serve(args: argparse.Namespace, controller: Controller, source: Source, api
     routes = controller_routes(controller.status, controller.metrics, webhook_secret=secret,
                                on_push=on_push, ready=controller.first_step.is_set)
     server = HTTPService(args.listen, routes).start()
-    log.info("serving /healthz /readyz /metrics /status /hooks/git on port %d", server.port)
+    log.info("serving / /healthz /readyz /metrics /status /hooks/git on port %d", server.port)
     stoppers: list[Any] = [server.stop]
     if elector is not None:
         elector.address = webhook_address(server.port)  # before the campaign starts, so the Lease says it
