@@ -190,6 +190,10 @@ def deployment_view(obj: Mapping[str, JSON] | None) -> JSON:
     return view
 
 
+def budget_view(obj: Mapping[str, JSON]) -> JSON:
+    return {"minAvailable": (obj.get("spec") or {}).get("minAvailable")}
+
+
 def _reason(paths: list[str]) -> str:
     token = any(p.endswith(TOKEN_DIGEST) for p in paths)
     config = any(p.endswith(CONFIG_DIGEST) for p in paths)
@@ -247,7 +251,8 @@ def plan_connectors(tunnels: tuple[Tunnel, ...], live: LiveConnectors | None,
         why = "the Tunnel is no longer declared" if name not in {t.metadata.name for t in tunnels} \
             else "the Tunnel's connector no longer runs in the cluster"
         if name in live.budgets:
-            plan.changes.append(_change(BUDGET, name, "delete", live.budgets[name], None, f"remove: {why}"))
+            plan.changes.append(_change(BUDGET, name, "delete", budget_view(live.budgets[name]), None,
+                                        f"remove: {why}"))
         if name in live.deployments:
             plan.changes.append(_change(DEPLOYMENT, name, "delete", deployment_view(live.deployments[name]),
                                         None, f"remove: {why}"))
@@ -297,9 +302,8 @@ def _plan_one(tunnel: Tunnel, token: str, live: LiveConnectors, config: JSON | N
                                         "keep one connector up through node drains", wanted_budget))
         else:
             paths = differences(wanted_budget, live_budget)
-            before = {"minAvailable": (live_budget.get("spec") or {}).get("minAvailable")}
-            plan.changes.append(_change(BUDGET, name, "update" if paths else "no-op", before, view,
+            plan.changes.append(_change(BUDGET, name, "update" if paths else "no-op", budget_view(live_budget), view,
                                         _reason(paths) if paths else "up to date", wanted_budget))
     elif live_budget is not None:
-        plan.changes.append(_change(BUDGET, name, "delete", {"minAvailable": 1}, None,
+        plan.changes.append(_change(BUDGET, name, "delete", budget_view(live_budget), None,
                                     "one replica: a budget would block every node drain"))
