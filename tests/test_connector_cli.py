@@ -18,6 +18,8 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from reconciler.common.errors import ProviderError
+from reconciler.providers.cloudflare import CloudflareProvider
 from tests.conftest import CliResult, run_cli, write_repo
 from tests.fakes.cloudflare_api import FakeCloudflare
 from tests.kube import Cluster
@@ -362,3 +364,18 @@ def test_host_connector_fields_are_checked_with_their_place(tmp_path: Path) -> N
     assert "replicas: only for where: cluster" in result.out + result.err
     assert "set tunnelId and accountId" in result.out + result.err
     assert "is not a label key" in result.out + result.err
+
+
+def test_the_token_endpoint_wants_tunnel_edit_and_errors_never_carry_a_token(cloudflare: FakeCloudflare) -> None:
+    tunnel_id = cloudflare.add_tunnel(ACCOUNT, "home")["id"]
+    provider = CloudflareProvider(cloudflare.token, base_url=cloudflare.base_url)
+    try:
+        token = provider.read_tunnel_token(ACCOUNT, tunnel_id)
+        decoded = json.loads(base64.b64decode(token))
+        assert decoded["a"] == ACCOUNT and decoded["t"] == tunnel_id and len(base64.b64decode(decoded["s"])) == 32
+        cloudflare.deny("cfd_tunnel:edit")
+        with pytest.raises(ProviderError, match="lacks Account:Cloudflare Tunnel:Edit") as caught:
+            provider.read_tunnel_token(ACCOUNT, tunnel_id)
+        assert token not in str(caught.value)
+    finally:
+        provider.close()
