@@ -182,7 +182,9 @@ def test_host_units_are_written_kept_and_removed() -> None:
     live = LiveConnectors(host_dir="/state/cloudflared")
     changes, _ = plan_units((t,), live)
     assert [(c.target.kind, c.action) for c in changes] == [(UNIT, "create")]
-    assert changes[0].after == {"path": "cloudflared/home.service", "tokenFile": "/etc/cloudflared/home.token"}
+    assert changes[0].after == {"path": "cloudflared/home.service", "command": (
+        "/usr/bin/cloudflared --no-autoupdate tunnel --metrics 127.0.0.1:2000 run "
+        "--token-file /etc/cloudflared/home.token")}
     written = LiveConnectors(host_dir="/state/cloudflared", units={"home": text, "old": HEADER + "[Unit]\n"})
     changes, _ = plan_units((t,), written)
     assert [(c.target.id, c.action) for c in changes] == [("home", "no-op"), ("old", "delete")]

@@ -99,6 +99,13 @@ def _argument(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
+def _view(name: str, text: str) -> JSON:
+    """What the plan shows of a unit: where it is and the command it runs."""
+    command = next((line.removeprefix("ExecStart=") for line in text.splitlines()
+                    if line.startswith("ExecStart=")), None)
+    return {"path": unit_path(name), "command": command}
+
+
 def plan_units(tunnels: tuple[Tunnel, ...], live: LiveConnectors | None) -> tuple[list[Change], list[str]]:
     """Unit file changes for host connectors, and warnings where they cannot be written."""
     wanted = [t for t in tunnels if t.spec.connector is not None and t.spec.connector.where == "host"]
@@ -112,16 +119,16 @@ def plan_units(tunnels: tuple[Tunnel, ...], live: LiveConnectors | None) -> tupl
         name = tunnel.metadata.name
         declared.add(name)
         text = unit_text(tunnel, f"{live.host_dir}/{name}.yml")
-        after: dict[str, JSON] = {"path": unit_path(name)}
-        if token_file(tunnel):
-            after["tokenFile"] = token_file(tunnel)
+        after = _view(name, text)
         detail: dict[str, JSON] = {"text": text}
         current = live.units.get(name)
         if current is None:
             changes.append(Change(Target(UNIT, name), "create", None, after, f"write {unit_path(name)}", detail))
         elif current != text:
-            changes.append(Change(Target(UNIT, name), "update", after, after,
-                                  f"rewrite {unit_path(name)}: its settings changed", detail))
+            before = _view(name, current)
+            what = "its command" if before != after else "its settings"
+            changes.append(Change(Target(UNIT, name), "update", before, after,
+                                  f"rewrite {unit_path(name)}: {what} changed", detail))
         else:
             changes.append(Change(Target(UNIT, name), "no-op", after, after, "up to date", detail))
     for name in sorted(set(live.units) - declared):
