@@ -168,6 +168,17 @@ def test_in_cluster_connector_applies_converges_rolls_and_prunes(
     assert not cloudflare.writes()
     assert cloudflare.calls("GET", f"/cfd_tunnel/{tunnel_id}/token$")
 
+    # A snapshot for offline diffs holds nothing of the connector, its token's digest least of all.
+    saved = cli(cluster, "snapshot", repo, "--out", str(tmp_path / "live.json"))
+    assert saved.code == 0, saved.err
+    snapshot = (tmp_path / "live.json").read_text()
+    deployment = read(cluster, "Deployment")
+    assert deployment is not None
+    recorded = deployment["spec"]["template"]["metadata"]["annotations"]["portside.io/token-digest"]
+    assert recorded not in snapshot and token not in snapshot and NAME not in snapshot
+    offline = run_cli("diff", str(repo), "--snapshot", str(tmp_path / "live.json"), "--format", "json")
+    assert not changes(json.loads(offline.out)), offline.out
+
     # A new tunnel secret: the Secret changes (shown without its value) and the pods roll.
     cloudflare.set_tunnel_secret(tunnel_id)
     new_token = cloudflare.tunnel_token(tunnel_id)
