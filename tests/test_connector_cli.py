@@ -390,3 +390,25 @@ def test_the_token_endpoint_wants_tunnel_edit_and_errors_never_carry_a_token(clo
         assert token not in str(caught.value)
     finally:
         provider.close()
+
+
+@pytest.mark.kube
+def test_a_failed_secret_write_holds_the_deployment_back_and_the_next_run_converges(
+        cluster: Cluster, cloudflare: FakeCloudflare, tmp_path: Path) -> None:
+    tunnel_id = cloudflare.add_tunnel(ACCOUNT, "home")["id"]
+    token = cloudflare.tunnel_token(tunnel_id)
+    encoded = base64.b64encode(token.encode()).decode()
+    repo = remote_repo(tmp_path / "repo")
+    # A server that echoes the value it refuses, as validation messages do.
+    cluster.proxy.fail_next("POST", r"/secrets$", 422, message=f"Secret is invalid: data[token]: {encoded}")
+    failed = cli(cluster, "apply", repo)
+    assert failed.code != 0
+    assert "ConnectorSecret home" in failed.err and "[token]" in failed.err, failed.err
+    no_token(token, failed)
+    assert "ConnectorDeployment home: not written: its token Secret was not" in failed.err
+    assert read(cluster, "Deployment") is None and read(cluster, "Secret") is None
+
+    healed = cli(cluster, "apply", repo)
+    assert healed.code == 0, healed.err
+    assert secret_token(cluster) == token and read(cluster, "Deployment") is not None
+    assert cli(cluster, "diff", repo, "--exit-code").code == 0

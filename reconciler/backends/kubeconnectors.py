@@ -77,13 +77,21 @@ class KubeConnectors:
         """The connector changes among ``changes`` (already in apply order); a failure is
         reported and the others go on (the next run plans what is left)."""
         report = ApplyReport()
+        no_secret: set[str] = set()
         for change in changes:
             if change.target.kind not in KINDS:
+                continue
+            if change.target.kind == DEPLOYMENT and change.action != "delete" and change.target.id in no_secret:
+                # The pod template records the token it runs with: written without the Secret, it
+                # would claim a token that is not there, and the next run would plan nothing.
+                report.errors.append(f"{change.target}: not written: its token Secret was not")
                 continue
             try:
                 self._apply(change)
             except ProviderError as exc:
                 report.errors.append(self._scrub(f"{change.target}: {exc}"))
+                if change.target.kind == SECRET:
+                    no_secret.add(change.target.id)
                 continue
             report.applied += 1
         return report

@@ -100,8 +100,12 @@ def deployment(tunnel: Tunnel, token_digest: str, config: JSON | None) -> dict[s
     }
     pod: dict[str, JSON] = {
         "automountServiceAccountToken": False,
+        # The sysctl (a "safe" one, allowed by default) lets the nonroot user open the unprivileged
+        # ICMP sockets cloudflared proxies pings with; without it that feature is off.
         "securityContext": {"runAsNonRoot": True, "runAsUser": NONROOT, "runAsGroup": NONROOT,
-                            "seccompProfile": {"type": "RuntimeDefault"}},
+                            "seccompProfile": {"type": "RuntimeDefault"},
+                            "sysctls": [{"name": "net.ipv4.ping_group_range",
+                                         "value": f"{NONROOT} {NONROOT}"}]},
         "containers": [container],
         "volumes": volumes,
         "nodeSelector": dict(connector.nodeSelector),
