@@ -106,6 +106,11 @@ def deployment(tunnel: Tunnel, token_digest: str, config: JSON | None) -> dict[s
                             "seccompProfile": {"type": "RuntimeDefault"},
                             "sysctls": [{"name": "net.ipv4.ping_group_range",
                                          "value": f"{NONROOT} {NONROOT}"}]},
+        # Replicas on different nodes where there are several: a node going down must not take
+        # every connector of the tunnel with it (preferred, so one node still runs them all).
+        "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": 100, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname",
+                                                "labelSelector": {"matchLabels": selector(name)}}}]}},
         "containers": [container],
         "volumes": volumes,
         "nodeSelector": dict(connector.nodeSelector),
