@@ -151,7 +151,8 @@ def test_in_cluster_connector_applies_converges_rolls_and_prunes(
     assert container["args"] == ["tunnel", "--no-autoupdate", "--metrics", "0.0.0.0:2000", "run"]
     assert container["env"] == [{"name": "TUNNEL_TOKEN",
                                  "valueFrom": {"secretKeyRef": {"name": NAME, "key": "token"}}}]
-    assert container["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "metrics"}
+    probe = container["readinessProbe"]["httpGet"]
+    assert (probe["path"], probe["port"]) == ("/ready", "metrics")
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["nodeSelector"] == {"kubernetes.io/os": "linux"}
     assert deployment["spec"]["replicas"] == 2

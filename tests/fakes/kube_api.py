@@ -35,7 +35,10 @@ Server behaviours reproduced:
   (and clusterIPs, ipFamilies, ipFamilyPolicy), port protocol and targetPort, nodePorts for
   NodePort/LoadBalancer, externalTrafficPolicy, internalTrafficPolicy, sessionAffinity,
   allocateLoadBalancerNodePorts, status.loadBalancer.ingress[].ipMode=VIP (Kubernetes >= 1.30);
-  Namespace phase Active, finalizers and the kubernetes.io/metadata.name label. clusterIP and a
+  Namespace phase Active, finalizers and the kubernetes.io/metadata.name label; a Secret's type;
+  a Deployment's replicas, strategy, revisionHistoryLimit, progressDeadlineSeconds and its pod
+  template's (restartPolicy, dnsPolicy, imagePullPolicy, probe timings, ...), with empty pod lists
+  and maps left out as Go's omitempty does (kubeapi/workloads.py). clusterIP and a
   port's nodePort are kept when an update leaves them out; changing clusterIP is 422.
 - Decoding: a MicroTime (Lease spec.acquireTime/renewTime, Event eventTime) must have exactly six
   fractional digits; otherwise 400 `Lease in version "v1" cannot be handled as a Lease: parsing time
