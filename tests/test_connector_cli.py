@@ -413,3 +413,20 @@ def test_a_failed_secret_write_holds_the_deployment_back_and_the_next_run_conver
     assert healed.code == 0, healed.err
     assert secret_token(cluster) == token and read(cluster, "Deployment") is not None
     assert cli(cluster, "diff", repo, "--exit-code").code == 0
+
+
+def test_two_host_connectors_cannot_share_a_metrics_port(tmp_path: Path) -> None:
+    one = """
+        apiVersion: portside.io/v1alpha1
+        kind: Tunnel
+        metadata: {name: %s}
+        spec:
+          mode: local
+          tunnelId: 6ff42ae2-765d-4adf-8112-31c55c1551ef
+          credentialsFile: /etc/cloudflared/x.json
+          connector: {where: host}
+    """
+    repo = write_repo(tmp_path / "repo", {"a.yaml": one % "a", "b.yaml": one % "b"})
+    result = run_cli("validate", str(repo))
+    assert result.code == 1
+    assert 'b.yaml:8:' in result.out + result.err and 'metrics port of tunnel "a"' in result.out + result.err

@@ -267,9 +267,17 @@ def _address_problem(ip: IPAddress, pool_name: str | None, ranges: list[PoolRang
 
 def _tunnels(tunnels: Iterable[LoadedDocument]) -> list[Diagnostic]:
     out = []
+    host_ports: dict[int, LoadedDocument] = {}  # metrics port -> first host connector on it
     for doc in tunnels:
         assert isinstance(doc.model, Tunnel)
         spec = doc.model.spec
+        if spec.connector is not None and spec.connector.where == "host":
+            first = host_ports.setdefault(spec.connector.metricsPort, doc)
+            if first is not doc:
+                out.append(doc.diagnostic("spec.connector.metricsPort", f"port {spec.connector.metricsPort} is "
+                                          f'already the metrics port of tunnel "{first.name}"\'s connector on the '
+                                          "host; cloudflared would not start: give each its own",
+                                          related=(first.origin,)))
         if not spec.tunnelId and not spec.tunnelName:
             out.append(doc.diagnostic("spec", "a tunnel needs tunnelId (the tunnel's UUID) or tunnelName"))
         if spec.tunnelId:
