@@ -297,17 +297,24 @@ class TunnelConnector(Strict):
     ``host``: (local state directory) a systemd unit file written beside the config.
     """
 
-    where: Literal["cluster", "host"]
-    replicas: int = Field(default=2, ge=1, le=16)
-    image: Annotated[str, StringConstraints(min_length=1, pattern=r"^[^\s]+$")] = CLOUDFLARED_IMAGE
+    where: Literal["cluster", "host"] = Field(description="cluster: a Deployment in portside's namespace; "
+                                              "host: a systemd unit written beside the config (local mode)")
+    replicas: int = Field(default=2, ge=1, le=16, description="cluster only; more than 1 adds a "
+                          "PodDisruptionBudget")
+    image: Annotated[str, StringConstraints(min_length=1, pattern=r"^[^\s]+$")] = Field(
+        default=CLOUDFLARED_IMAGE, description="cluster only: the cloudflared image")
     resources: ConnectorResources | None = None
     nodeSelector: dict[str, str] = Field(default_factory=dict)
     tolerations: list[Toleration] = Field(default_factory=list)
-    metricsPort: int = Field(default=2000, ge=1, le=65535)
+    metricsPort: int = Field(default=2000, ge=1, le=65535,
+                             description="cloudflared --metrics port (readiness on /ready in the cluster)")
     # host only: the cloudflared binary the unit runs, and (remote tunnels) the file holding the
     # tunnel token (`cloudflared tunnel run --token-file`); default /etc/cloudflared/<tunnel>.token.
-    cloudflaredPath: Annotated[str, StringConstraints(pattern=r"^/[^\s]*$")] = "/usr/bin/cloudflared"
-    tokenFile: Annotated[str, StringConstraints(pattern=r"^/[^\s]*$")] | None = None
+    cloudflaredPath: Annotated[str, StringConstraints(pattern=r"^/[^\s]*$")] = Field(
+        default="/usr/bin/cloudflared", description="host only: the cloudflared binary the unit runs")
+    tokenFile: Annotated[str, StringConstraints(pattern=r"^/[^\s]*$")] | None = Field(
+        default=None, description="host only: a file holding the tunnel token (remote tunnels default to "
+        "/etc/cloudflared/<tunnel>.token)")
 
     @model_validator(mode="after")
     def _fits_where(self) -> TunnelConnector:
