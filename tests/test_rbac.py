@@ -18,18 +18,20 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes import client
 
 from reconciler.controller.events import kube_event_sink
 from reconciler.controller.leader import LEASE_NAME
 from reconciler.planning.announcement_table import CONFIGMAP_NAME
 from reconciler.speaker.sources import ConfigMapSource
 from tests.conftest import run_cli, write_repo
+from tests.fakes.cloudflare_api import FakeCloudflare
 from tests.fakes.kube_api import LoggedRequest
 from tests.kube import Cluster
 from tests.rbac import (
@@ -310,11 +312,21 @@ def _lease_holder(cluster: Cluster) -> str | None:
     return None if lease is None else str(lease["spec"].get("holderIdentity") or "")
 
 
+ACCOUNT = "0123456789abcdef0123456789abcdef"
 TUNNEL = """
     apiVersion: portside.io/v1alpha1
     kind: Tunnel
     metadata: {name: home}
     spec: {mode: local, tunnelId: 6ff42ae2-765d-4adf-8112-31c55c1551ef}
+    ---
+    apiVersion: portside.io/v1alpha1
+    kind: Tunnel
+    metadata: {name: away}
+    spec:
+      accountId: 0123456789abcdef0123456789abcdef
+      tunnelName: away
+      dns: {manage: false}
+      connector: {where: cluster, replicas: 2}
     ---
     apiVersion: portside.io/v1alpha1
     kind: TunnelRoute
@@ -328,24 +340,45 @@ def watches(cluster: Cluster) -> list[str]:
             if r.query.get("watch") not in (None, "0", "false", "False")]
 
 
+@pytest.fixture
+def cloudflare(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeCloudflare]:
+    with FakeCloudflare(account_id=ACCOUNT) as cf:
+        monkeypatch.setenv("CLOUDFLARE_API_TOKEN", cf.token)
+        monkeypatch.setenv("CLOUDFLARE_BASE_URL", cf.base_url)
+        yield cf
+
+
 @pytest.mark.kube
-def test_reconciler_requests_match_its_rbac(deployed: Deployed, tmp_path: Path, policy: Policy) -> None:
+def test_reconciler_requests_match_its_rbac(deployed: Deployed, cloudflare: FakeCloudflare, tmp_path: Path,
+                                            policy: Policy) -> None:
     cluster = deployed.cluster
     kube = ["--kubeconfig", str(cluster.kubeconfig), "--namespace", cluster.namespace]
-    # apply: read everything, allocate (status + annotation patches, Events), publish the table;
-    # then a second apply with a new Service, which updates the table in place.
+    away = cloudflare.add_tunnel(ACCOUNT, "away")["id"]
+    # apply: read everything, allocate (status + annotation patches, Events), publish the table,
+    # start tunnel away's connector (Secret, Deployment, budget); then a second apply with a new
+    # Service, which updates the table in place, a new tunnel token (the Secret is replaced and the
+    # Deployment rolls) and a budget someone edited (replaced).
     repo = write_repo(tmp_path / "repo", {"pool.yaml": POOL % "10.9.0.10-10.9.0.20", "tunnel.yaml": TUNNEL})
     first = run_cli("apply", str(repo), *kube)
     assert first.code == 0, first.err
+    connector = "portside-cloudflared-away"
+    assert deployed.requests("POST", f"/namespaces/{NAMESPACE}/secrets$")
     cluster.add_service("docs", deployed.apps)
+    cloudflare.set_tunnel_secret(away)
+    client.PolicyV1Api(cluster.api).patch_namespaced_pod_disruption_budget(
+        connector, cluster.namespace, {"spec": {"minAvailable": 2}})
     second = run_cli("apply", str(repo), *kube)
     assert second.code == 0, second.err
     assert deployed.requests("PUT", f"/namespaces/{NAMESPACE}/configmaps/{CONFIGMAP_NAME}$")
-    # A local tunnel's cloudflared config lives in a ConfigMap; removing the Tunnel deletes it.
+    for resource in ("secrets", "deployments", "poddisruptionbudgets"):
+        assert deployed.requests("PUT", f"/namespaces/{NAMESPACE}/{resource}/{connector}$"), resource
+    # A local tunnel's cloudflared config lives in a ConfigMap; removing the Tunnel deletes it, and
+    # removing tunnel away removes its connector.
     (repo / "tunnel.yaml").unlink()
-    third = run_cli("apply", str(repo), *kube)
+    third = run_cli("apply", str(repo), *kube, "--allow-mass-delete")  # the connector is most of it
     assert third.code == 0, third.err
     assert deployed.requests("DELETE", f"/namespaces/{NAMESPACE}/configmaps/portside-cloudflared-home$")
+    assert deployed.requests("DELETE", f"/namespaces/{NAMESPACE}/deployments/{connector}$")
 
     # `portside run` as the Deployment runs it: Lease election, watches, reconciles, then SIGTERM
     # (which releases the Lease).

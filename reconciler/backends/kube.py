@@ -22,6 +22,8 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from reconciler.backends.base import ApplyReport
+from reconciler.backends.kubeconnectors import KubeConnectors
+from reconciler.backends.kubeerrors import api_error
 from reconciler.backends.tunnels import TunnelSide
 from reconciler.common.errors import ConflictError, ProviderError, StateError
 from reconciler.desired.state import DesiredState
@@ -53,7 +55,6 @@ log = logging.getLogger(__name__)
 MERGE_PATCH = "application/merge-patch+json"
 PAGE = 500
 COMPONENT = "portside"
-RETRYABLE = {429, 500, 502, 503, 504}
 METALLB_GROUP = "metallb.io"
 # MetalLB's kinds -> (version, plural). BGPPeer moved to v1beta2; the others are v1beta1.
 METALLB_KINDS = {
@@ -64,19 +65,6 @@ METALLB_KINDS = {
     "Community": ("v1beta1", "communities"),
     "BFDProfile": ("v1beta1", "bfdprofiles"),
 }
-
-
-def api_error(exc: ApiException, doing: str) -> ProviderError:
-    """Wrap a client error: what we were doing, the status and the server's message."""
-    status = int(exc.status or 0)
-    message = exc.reason or ""
-    with contextlib.suppress(ValueError, AttributeError):
-        message = json.loads(exc.body or "{}").get("message", message)
-    if status == 409:
-        return ConflictError(f"{doing}: {message}")
-    hint = " (check the RBAC rules of portside's ServiceAccount)" if status == 403 else ""
-    return ProviderError(f"{doing}: HTTP {status} {message}{hint}", temporary=status in RETRYABLE or status == 0,
-                         status=status)
 
 
 def _ready_nodes(slices: list[dict[str, Any]]) -> dict[str, frozenset[str]]:
@@ -197,6 +185,8 @@ class KubeBackend:
         self.discovery: Any = client.DiscoveryV1Api(api)
         store = DirectoryStore(local_tunnels_dir) if local_tunnels_dir else ConfigMapStore(self.core, namespace)
         self.tunnels = TunnelSide(store, cloudflare)
+        self.connectors = KubeConnectors(api, namespace)
+        self._configmap_store = isinstance(store, ConfigMapStore)
         host = api.configuration.host
         self.description = f"Kubernetes cluster at {host}"
         # What the last read saw, so writes can be conditional on it.
@@ -259,6 +249,7 @@ class KubeBackend:
                       for n in self._list(self.core.list_namespace, "listing Namespaces")}
         slices = list(self._list(self.discovery.list_endpoint_slice_for_all_namespaces, "listing EndpointSlices"))
         tunnels, zones = self.tunnels.read(desired)
+        tokens, problems = self.tunnels.connector_tokens(desired, tunnels)
         return LiveState(
             services=tuple(_service(s) for s in raw_services),
             nodes=nodes,
@@ -268,6 +259,7 @@ class KubeBackend:
             tunnels=tunnels,
             zones=zones,
             public_addresses=self.tunnels.addresses(desired),
+            connectors=self.connectors.read(tokens, problems, configmaps=self._configmap_store),
         )
 
     def read_metallb(self) -> LiveMetalLB:
@@ -326,6 +318,7 @@ class KubeBackend:
             self._write_announcements(str(plan.artifacts[ANNOUNCEMENTS_ARTIFACT]))
             report.applied += sum(1 for c in changes if c.target.kind == "Announcement")
         report.merge(self.tunnels.apply(plan))
+        report.merge(self.connectors.apply(changes))
         return report
 
     def _write_service(self, change: Change) -> None:

@@ -33,9 +33,17 @@ from reconciler.common.errors import StateError, StateLocked
 from reconciler.desired.models import ServiceExposure
 from reconciler.desired.state import DesiredState
 from reconciler.planning.announcement_table import decode_table
-from reconciler.planning.live import ANNOTATION_POOL, LiveNode, LiveService, LiveState, ServicePort
+from reconciler.planning.live import (
+    ANNOTATION_POOL,
+    LiveConnectors,
+    LiveNode,
+    LiveService,
+    LiveState,
+    ServicePort,
+)
 from reconciler.planning.plan import Plan
 from reconciler.planning.planner import ANNOUNCEMENTS_ARTIFACT
+from reconciler.tunnels.hostunit import UNIT, portside_units, unit_path
 from reconciler.tunnels.local import DirectoryStore
 
 if TYPE_CHECKING:  # the SDK takes 0.35 s to import; only a token needs it
@@ -134,7 +142,19 @@ class LocalBackend:
             tunnels=tunnels,
             zones=zones,
             public_addresses=self.tunnels.addresses(desired),
+            connectors=self._read_units(),
         )
+
+    def _read_units(self) -> LiveConnectors:
+        """portside's systemd units of host connectors, beside the configs they run."""
+        directory = (self.state_dir / unit_path("x")).parent.resolve()
+        found = {}
+        for path in sorted(directory.glob("*.service")) if directory.is_dir() else []:
+            try:
+                found[path.name.removesuffix(".service")] = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                continue  # not readable, so not one portside wrote and can keep
+        return LiveConnectors(host_dir=str(directory), units=portside_units(found))
 
     # --- writing ---------------------------------------------------------------------------
 
@@ -148,6 +168,14 @@ class LocalBackend:
             decode_table(text, "the planned announcement table")  # never publish what speakers reject
             write_atomic(self.state_dir / ANNOUNCEMENTS_FILE, text + "\n")
         report.merge(self.tunnels.apply(plan))
+        for change in changes:
+            if change.target.kind == UNIT:
+                path = self.state_dir / unit_path(change.target.id)
+                if change.action == "delete":
+                    path.unlink(missing_ok=True)
+                else:
+                    write_atomic(path, str(change.detail["text"]))
+                report.applied += 1
         state = self._load_state()
         for change in changes:
             if change.target.kind == "Service":

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from reconciler.backends.base import ApplyReport
+from reconciler.common.errors import ProviderError
 from reconciler.desired.state import DesiredState
 from reconciler.planning.live import LiveTunnel, LiveZone, PublicAddress
 from reconciler.planning.plan import Change, Plan
@@ -33,6 +34,30 @@ class TunnelSide:
             remote, zones = self.cloudflare.read(desired)
             tunnels.update(remote)
         return tunnels, zones
+
+    def connector_tokens(self, desired: DesiredState,
+                         tunnels: dict[str, LiveTunnel]) -> tuple[dict[str, str], dict[str, str]]:
+        """The tokens of the tunnels whose connector runs in the cluster (read, never written,
+        so a converged run stays write-free), and why a tunnel has none."""
+        tokens: dict[str, str] = {}
+        problems: dict[str, str] = {}
+        for tunnel in desired.tunnels:
+            name, spec = tunnel.metadata.name, tunnel.spec
+            if spec.connector is None or spec.connector.where != "cluster":
+                continue
+            live = tunnels.get(name)
+            tunnel_id = spec.tunnelId if spec.mode == "local" else (live.tunnel_id if live else None)
+            if self.cloudflare is None:
+                problems[name] = ("its token comes from the Cloudflare API: set CLOUDFLARE_API_TOKEN "
+                                  "(a token with Cloudflare Tunnel:Edit)")
+            elif tunnel_id is None or spec.accountId is None:
+                problems[name] = "the tunnel does not exist yet; its connector follows on the run after it is created"
+            else:
+                try:
+                    tokens[name] = self.cloudflare.read_tunnel_token(spec.accountId, tunnel_id)
+                except ProviderError as exc:
+                    problems[name] = str(exc)
+        return tokens, problems
 
     def addresses(self, desired: DesiredState) -> dict[str, PublicAddress]:
         """The public addresses the DynamicDNS documents follow, asked of their sources now.

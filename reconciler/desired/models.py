@@ -253,6 +253,81 @@ class TunnelDNS(Strict):
     zones: list[NonEmpty] = Field(default_factory=list)
 
 
+# The cloudflared image an in-cluster connector runs unless the Tunnel names another: pinned, so
+# a connector changes only when portside (or the user) says so, never on a registry push.
+CLOUDFLARED_IMAGE = "cloudflare/cloudflared:2025.11.1"
+QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
+Quantity = Annotated[str, StringConstraints(pattern=QUANTITY)]
+
+
+class ResourceQuantities(Strict):
+    cpu: Quantity | None = None
+    memory: Quantity | None = None
+
+
+class ConnectorResources(Strict):
+    """The container's requests and limits, as a Pod spells them."""
+
+    requests: ResourceQuantities | None = None
+    limits: ResourceQuantities | None = None
+
+
+class Toleration(Strict):
+    key: NonEmpty | None = None
+    operator: Literal["Equal", "Exists"] = "Equal"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    tolerationSeconds: int | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Toleration:
+        if self.operator == "Exists" and self.value:
+            raise ValueError("a toleration with operator Exists takes no value")
+        if self.operator == "Equal" and self.key is None:
+            raise ValueError("a toleration with operator Equal needs a key")
+        if self.tolerationSeconds is not None and self.effect != "NoExecute":
+            raise ValueError("tolerationSeconds applies to effect NoExecute only")
+        return self
+
+
+class TunnelConnector(Strict):
+    """Where the tunnel's connector (cloudflared) runs, kept by portside.
+
+    ``cluster``: a Deployment in portside's namespace, the tunnel token in a Secret;
+    ``host``: (local state directory) a systemd unit file written beside the config.
+    """
+
+    where: Literal["cluster", "host"] = Field(description="cluster: a Deployment in portside's namespace; "
+                                              "host: a systemd unit written beside the config (local mode)")
+    replicas: int = Field(default=2, ge=1, le=16, description="cluster only; more than 1 adds a "
+                          "PodDisruptionBudget")
+    image: Annotated[str, StringConstraints(min_length=1, pattern=r"^[^\s]+$")] = Field(
+        default=CLOUDFLARED_IMAGE, description="cluster only: the cloudflared image")
+    resources: ConnectorResources | None = None
+    nodeSelector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list)
+    metricsPort: int = Field(default=2000, ge=1, le=65535,
+                             description="cloudflared --metrics port (readiness on /ready in the cluster)")
+    # host only: the cloudflared binary the unit runs, and (remote tunnels) the file holding the
+    # tunnel token (`cloudflared tunnel run --token-file`); default /etc/cloudflared/<tunnel>.token.
+    cloudflaredPath: Annotated[str, StringConstraints(pattern=r"^/[^\s]*$")] = Field(
+        default="/usr/bin/cloudflared", description="host only: the cloudflared binary the unit runs")
+    tokenFile: Annotated[str, StringConstraints(pattern=r"^/[^\s]*$")] | None = Field(
+        default=None, description="host only: a file holding the tunnel token (remote tunnels default to "
+        "/etc/cloudflared/<tunnel>.token)")
+
+    @model_validator(mode="after")
+    def _fits_where(self) -> TunnelConnector:
+        cluster_only = ("replicas", "image", "resources", "nodeSelector", "tolerations")
+        host_only = ("cloudflaredPath", "tokenFile")
+        wrong = [f for f in (cluster_only if self.where == "host" else host_only) if f in self.model_fields_set]
+        if wrong:
+            other = "cluster" if self.where == "host" else "host"
+            raise ValueError(f"{', '.join(wrong)}: only for where: {other} (this connector runs on the "
+                             f"{self.where})")
+        return self
+
+
 class TunnelSpec(Strict):
     mode: Literal["remote", "local"] = "remote"
     accountId: NonEmpty | None = None
@@ -263,6 +338,7 @@ class TunnelSpec(Strict):
     catchAll: NonEmpty = "http_status:404"
     originRequest: OriginRequest | None = None
     dns: TunnelDNS = Field(default_factory=TunnelDNS)
+    connector: TunnelConnector | None = None
 
     @model_validator(mode="after")
     def _identity(self) -> TunnelSpec:

@@ -14,6 +14,7 @@ Decisions worth knowing:
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -25,6 +26,7 @@ from reconciler.desired.hostnames import hostname_problem, in_zone, path_problem
 from reconciler.desired.ipranges import IPAddress, IPRange, RangeSyntaxError, is_buggy, parse_ip, parse_range
 from reconciler.desired.loader import ANY_KIND, SERVICE_KEYS, LoadedDocument, LoadResult, load_documents
 from reconciler.desired.models import (
+    DNS_SUBDOMAIN,
     DynamicDNS,
     IPAddressPool,
     L2Advertisement,
@@ -265,9 +267,17 @@ def _address_problem(ip: IPAddress, pool_name: str | None, ranges: list[PoolRang
 
 def _tunnels(tunnels: Iterable[LoadedDocument]) -> list[Diagnostic]:
     out = []
+    host_ports: dict[int, LoadedDocument] = {}  # metrics port -> first host connector on it
     for doc in tunnels:
         assert isinstance(doc.model, Tunnel)
         spec = doc.model.spec
+        if spec.connector is not None and spec.connector.where == "host":
+            first = host_ports.setdefault(spec.connector.metricsPort, doc)
+            if first is not doc:
+                out.append(doc.diagnostic("spec.connector.metricsPort", f"port {spec.connector.metricsPort} is "
+                                          f'already the metrics port of tunnel "{first.name}"\'s connector on the '
+                                          "host; cloudflared would not start: give each its own",
+                                          related=(first.origin,)))
         if not spec.tunnelId and not spec.tunnelName:
             out.append(doc.diagnostic("spec", "a tunnel needs tunnelId (the tunnel's UUID) or tunnelName"))
         if spec.tunnelId:
@@ -286,6 +296,51 @@ def _tunnels(tunnels: Iterable[LoadedDocument]) -> list[Diagnostic]:
             problem = zone_problem(zone)
             if problem is not None:
                 out.append(doc.diagnostic(f"spec.dns.zones[{index}]", problem))
+        out += _connector(doc)
+    return out
+
+
+# A label value (the tunnel's name labels its connector objects): Kubernetes' limit and syntax.
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
+_LABEL_KEY_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+
+
+def _label_key_problem(key: str) -> str | None:
+    prefix, _, name = key.rpartition("/")
+    if len(name) > 63 or not _LABEL_KEY_NAME.match(name):
+        return f'"{key}" is not a label key (a name of at most 63 alphanumerics, "-", "_" or ".")'
+    if prefix and (len(prefix) > 253 or not re.match(DNS_SUBDOMAIN, prefix)):
+        return f'"{key}" is not a label key: its prefix must be a DNS subdomain'
+    return None
+
+
+def _connector(doc: LoadedDocument) -> list[Diagnostic]:
+    """What a connector needs beyond its own fields: a name Kubernetes can label with, the tunnel's
+    token for an in-cluster one, credentials for one on the host."""
+    assert isinstance(doc.model, Tunnel)
+    spec, name = doc.model.spec, doc.model.metadata.name
+    connector = spec.connector
+    if connector is None:
+        return []
+    out = []
+    if connector.where == "cluster":
+        if len(name) > 63 or not _LABEL_VALUE.match(name):
+            out.append(doc.diagnostic("metadata.name", f'"{name}" is too long for an in-cluster connector: its '
+                                      "objects carry the name as a label value (at most 63 characters)"))
+        if spec.mode == "local" and not (spec.tunnelId and spec.accountId):
+            out.append(doc.diagnostic("spec.connector", "an in-cluster connector of a local tunnel runs with the "
+                                      "tunnel's token, which portside fetches from the Cloudflare API: set "
+                                      "tunnelId and accountId"))
+        for key, value in connector.nodeSelector.items():
+            problem = _label_key_problem(key)
+            if problem is None and (len(value) > 63 or not _LABEL_VALUE.match(value)):
+                problem = f'"{value}" is not a label value (at most 63 alphanumerics, "-", "_" or ".")'
+            if problem is not None:
+                out.append(doc.diagnostic(f"spec.connector.nodeSelector.{key}", problem))
+    elif spec.mode == "local" and not (spec.credentialsFile or connector.tokenFile):
+        out.append(doc.diagnostic("spec.connector", "cloudflared on the host needs the tunnel's credentials: set "
+                                  "spec.credentialsFile (the tunnel's JSON credentials) or connector.tokenFile "
+                                  "(a file holding its token)"))
     return out
 
 

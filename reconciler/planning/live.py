@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Literal
+from typing import Any, Literal
 
 # Annotations portside reads (MetalLB's, so existing Services keep working) and writes.
 ANNOTATION_POOL = "portside.io/pool"  # written: the pool the IPs came from
@@ -128,6 +128,26 @@ class PublicAddress:
 
 
 @dataclass(frozen=True)
+class LiveConnectors:
+    """The tunnels' connectors as found: portside's objects in the cluster (by label, as read,
+    keyed by tunnel) or its unit files on the host, and the token digests the API gives.
+
+    No token is ever held here: ``token_digests`` are one-way digests, compared with the digest
+    recorded on each connector's pod template (portside never reads Secrets back).
+    """
+
+    cluster: bool = False  # read from a cluster (in-cluster connectors can be kept)
+    deployments: dict[str, dict[str, Any]] = field(default_factory=dict)  # plain JSON, as read
+    budgets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    token_digests: dict[str, str] = field(default_factory=dict)  # tunnel -> digest of its token now
+    token_problems: dict[str, str] = field(default_factory=dict)  # tunnel -> why it has no token
+    # Where host units live (the absolute directory of the cloudflared configs), None in a cluster.
+    host_dir: str | None = None
+    units: dict[str, str] = field(default_factory=dict)  # tunnel -> text of its unit file
+    configmaps: bool = True  # local tunnels' configs are ConfigMaps a Deployment can mount
+
+
+@dataclass(frozen=True)
 class LiveState:
     services: tuple[LiveService, ...] = ()
     # Stand-ins that still hold IPs but whose Service is gone (local mode: exposure removed);
@@ -142,6 +162,8 @@ class LiveState:
     zones: dict[str, LiveZone] = field(default_factory=dict)
     # "<DynamicDNS name>/ipv4" (or ipv6) -> what its sources say; absent: not looked up
     public_addresses: dict[str, PublicAddress] = field(default_factory=dict)
+    # None: the backend does not keep connectors (a snapshot), so none are planned.
+    connectors: LiveConnectors | None = None
 
     @cached_property
     def _services_by_key(self) -> dict[str, LiveService]:

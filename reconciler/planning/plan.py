@@ -22,6 +22,11 @@ KIND_ORDER: tuple[str, ...] = (
     "Announcement",
     "Tunnel",
     "TunnelConfiguration",
+    # A connector's token before the pods that read it; its config (TunnelConfiguration) too.
+    "ConnectorSecret",
+    "ConnectorDeployment",
+    "ConnectorBudget",
+    "ConnectorUnit",
     "DNSRecord",
 )
 

@@ -81,7 +81,7 @@ def _make_plan(desired: DesiredState, live: LiveState, options: PlanOptions | No
     service_ips = {a.key: a.ips for a in allocations if a.ips}
     tunnel_plan = plan_tunnels(desired, live.tunnels, live.zones, service_ips, options.owner_id,
                                live_services={s.key for s in live.services},
-                               public_addresses=live.public_addresses)
+                               public_addresses=live.public_addresses, connectors=live.connectors)
     changes.extend(tunnel_plan.changes)
     artifacts.update(tunnel_plan.artifacts)
 

@@ -143,6 +143,18 @@ class CloudflareProvider:
             if isinstance(top, dict) else {},
         )
 
+    def read_tunnel_token(self, account_id: str, tunnel_id: str) -> str:
+        """The token cloudflared runs the tunnel with (``tunnel run --token``): a secret, so it is
+        returned to the caller only, never logged or put in a message. The endpoint wants
+        Cloudflare Tunnel:Edit, not Read."""
+        api = self._client.zero_trust.tunnels.cloudflared.token.with_raw_response
+        result = self._call(f"read the token of tunnel {tunnel_id}", TUNNEL_EDIT,
+                            lambda: api.get(tunnel_id, account_id=account_id))
+        if not isinstance(result, str) or not result:
+            raise ProviderError(f"Cloudflare read the token of tunnel {tunnel_id}: the answer holds no token",
+                                temporary=True)
+        return result
+
     def read_account_tunnels(self, account_id: str) -> list[tuple[str, LiveTunnel]]:
         """Every active tunnel of an account as (its name at Cloudflare, what it holds).
 

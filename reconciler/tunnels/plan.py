@@ -14,10 +14,12 @@ from dataclasses import dataclass, field
 
 from reconciler.desired.models import Tunnel, TunnelRoute
 from reconciler.desired.state import DesiredState
-from reconciler.planning.live import IngressRule, LiveTunnel, LiveZone, PublicAddress
+from reconciler.planning.live import IngressRule, LiveConnectors, LiveTunnel, LiveZone, PublicAddress
 from reconciler.planning.plan import JSON, Change, Target
+from reconciler.tunnels.connector import plan_connectors
 from reconciler.tunnels.dns import OWNER_MARKER, WantedRecord, plan_dns, tunnel_target
 from reconciler.tunnels.dynamic import dynamic_records
+from reconciler.tunnels.hostunit import plan_units
 from reconciler.tunnels.rules import (
     Waiting,
     fold_defaults,
@@ -50,6 +52,7 @@ def plan_tunnels(
     owner_id: str,
     live_services: Collection[str] = (),
     public_addresses: Mapping[str, PublicAddress] | None = None,
+    connectors: LiveConnectors | None = None,
 ) -> TunnelPlan:
     """Every tunnel, configuration and DNS change the desired state asks for.
 
@@ -59,7 +62,8 @@ def plan_tunnels(
     LoadBalancer IPs in this same plan, so a route follows its Service's IP in one plan;
     ``live_services`` the keys of the Services found live (to say why a route waits).
     A route whose Service has no IP is left out of its tunnel's rules and shown as a conflict
-    on the route, so it never disappears from the config without a word.
+    on the route, so it never disappears from the config without a word. ``connectors`` is what
+    the backend found of the tunnels' connectors (None: it keeps none).
     """
     plan = TunnelPlan()
     routes: dict[str, list[TunnelRoute]] = {}
@@ -132,6 +136,13 @@ def plan_tunnels(
                                          protected_types)
     plan.changes.extend(dns_changes)
     plan.warnings.extend(dns_warnings)
+    configs = {t.metadata.name: plan.artifacts.get(local_config_path(t.metadata.name)) for t in desired.tunnels}
+    in_cluster = plan_connectors(desired.tunnels, connectors, configs)
+    plan.changes.extend(in_cluster.changes)
+    plan.warnings.extend(in_cluster.warnings)
+    unit_changes, unit_warnings = plan_units(desired.tunnels, connectors)
+    plan.changes.extend(unit_changes)
+    plan.warnings.extend(unit_warnings)
     return plan
 
 

@@ -7,15 +7,17 @@ client talks to it exactly as to a real apiserver (`fake.client_configuration()`
 Resources served (paths as the real server has them):
   core/v1 Services (+ /status), Nodes (+ /status, cluster-scoped), Namespaces (+ /status,
   cluster-scoped), ConfigMaps, Events; discovery.k8s.io/v1 EndpointSlices;
-  coordination.k8s.io/v1 Leases; custom resources of the CRDs given as `crds=` (MetalLB's
+  coordination.k8s.io/v1 Leases; v1 Secrets, apps/v1 Deployments (+ /status) and policy/v1
+  PodDisruptionBudgets (+ /status) for the tunnel connectors; custom resources of the CRDs given as `crds=` (MetalLB's
   metallb.io/v1beta1 IPAddressPool and L2Advertisement in the tests; see kubeapi/crds.py for what
   a real server does with them and what is reproduced).  Also GET /version and discovery (/api,
   /api/v1, /apis, /apis/{group}, /apis/{group}/{version}).  events.k8s.io/v1 is not served.
 
 Server behaviours reproduced:
 - One global, monotonically increasing resourceVersion (a decimal string, as etcd revisions are);
-  every object carries metadata.resourceVersion, uid, creationTimestamp; EndpointSlices also a
-  generation (1 on create, +1 when anything but metadata changes), as their registry strategy does.
+  every object carries metadata.resourceVersion, uid, creationTimestamp; EndpointSlices, Deployments
+  and PodDisruptionBudgets also a generation (1 on create, +1 when anything but metadata or, where
+  there is one, status changes), as their registry strategy does.
   metadata.namespace comes from the URL; a differing namespace in the body is 400 BadRequest.
 - create: 201; 409 AlreadyExists; 404 when the namespace does not exist (NamespaceLifecycle);
   422 Invalid without metadata.name/generateName or with a malformed name/label; generateName;
@@ -33,14 +35,19 @@ Server behaviours reproduced:
   (and clusterIPs, ipFamilies, ipFamilyPolicy), port protocol and targetPort, nodePorts for
   NodePort/LoadBalancer, externalTrafficPolicy, internalTrafficPolicy, sessionAffinity,
   allocateLoadBalancerNodePorts, status.loadBalancer.ingress[].ipMode=VIP (Kubernetes >= 1.30);
-  Namespace phase Active, finalizers and the kubernetes.io/metadata.name label. clusterIP and a
+  Namespace phase Active, finalizers and the kubernetes.io/metadata.name label; a Secret's type;
+  a Deployment's replicas, strategy, revisionHistoryLimit, progressDeadlineSeconds and its pod
+  template's (restartPolicy, dnsPolicy, imagePullPolicy, probe timings, ...), with empty pod lists
+  and maps left out as Go's omitempty does (kubeapi/workloads.py). clusterIP and a
   port's nodePort are kept when an update leaves them out; changing clusterIP is 422.
 - Decoding: a MicroTime (Lease spec.acquireTime/renewTime, Event eventTime) must have exactly six
   fractional digits; otherwise 400 `Lease in version "v1" cannot be handled as a Lease: parsing time
   ... as "2006-01-02T15:04:05.000000Z07:00": ...` (a PATCH that produces one: 422 on `patch`).
 - Validation (422, `Kind.group "name" is invalid: ...`, field paths and messages in the real
   format) of names, labels, Service type/ports/ingress IPs, Lease durations, ConfigMap keys,
-  EndpointSlice addressType/addresses and Event involvedObject.namespace.
+  EndpointSlice addressType/addresses, Event involvedObject.namespace, Secret keys/base64/size/type
+  (immutable), Deployment selector (required, matching the template's labels, immutable), replicas,
+  containers and restartPolicy, and PodDisruptionBudget selector and minAvailable/maxUnavailable.
 - delete: Services and Namespaces return the object, the other kinds a Success Status;
   DeleteOptions preconditions (uid, resourceVersion) give 409. Deleting a Namespace deletes the
   objects in it (what the namespace controller does, here synchronously).

@@ -55,6 +55,7 @@ class FakeCloudflare(_Zones, _Dns, _Tunnels):
         self._records: dict[str, list[dict[str, Any]]] = {}
         self._tunnels: dict[str, dict[str, Any]] = {}
         self._configs: dict[str, dict[str, Any]] = {}
+        self._secrets: dict[str, str] = {}
         self._denied: dict[str, int] = {}
         self._faults: list[Fault] = []
         self._log: list[LoggedRequest] = []
@@ -319,6 +320,10 @@ _ROUTES: list[tuple[re.Pattern[str], dict[str, tuple[str, _Handler_t]]]] = [
     (re.compile(rf"^/accounts/{_ACCT}/cfd_tunnel/(?P<tunnel>[^/]+)$"), {
         "GET": ("cfd_tunnel:read", FakeCloudflare._get_tunnel),
         "DELETE": ("cfd_tunnel:edit", FakeCloudflare._delete_tunnel),
+    }),
+    # The token wants Cloudflare Tunnel:Edit (Write), not Read.
+    (re.compile(rf"^/accounts/{_ACCT}/cfd_tunnel/(?P<tunnel>[^/]+)/token$"), {
+        "GET": ("cfd_tunnel:edit", FakeCloudflare._get_token),
     }),
     (re.compile(rf"^/accounts/{_ACCT}/cfd_tunnel/(?P<tunnel>[^/]+)/configurations$"), {
         "GET": ("cfd_tunnel:read", FakeCloudflare._get_config),

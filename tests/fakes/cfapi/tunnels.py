@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
+import json
+import os
 import re
 import threading
 import uuid
@@ -39,6 +41,15 @@ def _new_tunnel(account_id: str, name: str, config_src: str, tunnel_id: str | No
         "remote_config": config_src == "cloudflare",
         "config_src": config_src,
     }
+
+
+def _new_secret() -> str:
+    return base64.b64encode(os.urandom(32)).decode()
+
+
+def _token(tunnel: dict[str, Any], secret: str) -> str:
+    payload = {"a": tunnel["account_tag"], "t": tunnel["id"], "s": secret}
+    return base64.b64encode(json.dumps(payload, separators=(",", ":")).encode()).decode()
 
 
 # ---------------------------------------------------------------------- ingress validation
@@ -109,6 +120,7 @@ class _Tunnels:
     _records: dict[str, list[dict[str, Any]]]
     _tunnels: dict[str, dict[str, Any]]
     _configs: dict[str, dict[str, Any]]
+    _secrets: dict[str, str]  # tunnel id -> base64 tunnel secret (never in a tunnel object)
 
     def _account(self, account_id: str) -> None:
         raise NotImplementedError  # provided by _Zones
@@ -129,11 +141,23 @@ class _Tunnels:
             self._accounts.setdefault(acct, "Test account")
             tunnel = _new_tunnel(acct, name, config_src, tunnel_id)
             self._tunnels[tunnel["id"]] = tunnel
+            self._secrets[tunnel["id"]] = _new_secret()
             self._configs[tunnel["id"]] = {"version": 0, "config": None, "created_at": tunnel["created_at"]}
             if config is not None:
                 self._configs[tunnel["id"]] = {"version": 1, "config": copy.deepcopy(config),
                                                "created_at": _now()}
             return copy.deepcopy(tunnel)
+
+    def set_tunnel_secret(self, tunnel_id: str, secret: str | None = None) -> None:
+        """Give a tunnel a new secret (base64; random by default), as rotating it does: its token
+        changes."""
+        with self._lock:
+            self._secrets[tunnel_id] = secret or _new_secret()
+
+    def tunnel_token(self, tunnel_id: str) -> str:
+        """The token GET .../token answers for this tunnel now."""
+        with self._lock:
+            return _token(self._tunnels[tunnel_id], self._secrets[tunnel_id])
 
     def tunnels(self, account_id: str | None = None) -> list[dict[str, Any]]:
         """Copies of the account's tunnels, deleted ones included."""
@@ -203,6 +227,7 @@ class _Tunnels:
                            "or choose a different name for your new tunnel")
         tunnel = _new_tunnel(account, name, config_src, None)
         self._tunnels[tunnel["id"]] = tunnel
+        self._secrets[tunnel["id"]] = str(secret) if secret is not None else _new_secret()
         self._configs[tunnel["id"]] = {"version": 0, "config": None, "created_at": tunnel["created_at"]}
         return _Response(200, _envelope(copy.deepcopy(tunnel)))
 
@@ -214,6 +239,12 @@ class _Tunnels:
         if t["deleted_at"] is None:
             t["deleted_at"] = _now()
         return _Response(200, _envelope(copy.deepcopy(t)))
+
+    def _get_token(self, query: dict[str, str], body: Any, account: str, tunnel: str) -> _Response:
+        """The token `cloudflared tunnel run --token` takes: base64 of {"a": account, "t": tunnel id,
+        "s": the tunnel secret}, as a bare string ``result``."""
+        t = self._tunnel(account, tunnel)
+        return _Response(200, _envelope(_token(t, self._secrets[t["id"]])))
 
     def _get_config(self, query: dict[str, str], body: Any, account: str, tunnel: str) -> _Response:
         return _Response(200, _envelope(self._config_result(self._tunnel(account, tunnel))))

@@ -67,6 +67,12 @@ KINDS: tuple[_Kind, ...] = (
           merge_keys=_META_KEYS),
     _Kind("Lease", "leases", "coordination.k8s.io", namespaced=True, create_on_update=True,
           unconditional_update=False, merge_keys=_META_KEYS),
+    _Kind("Secret", "secrets", "", namespaced=True, fields=(*_BASE_FIELDS, "type"), merge_keys=_META_KEYS),
+    _Kind("Deployment", "deployments", "apps", namespaced=True, status=True, generation=True, short_names=("deploy",),
+          merge_keys=(*_META_KEYS, ("spec.template.spec.containers", "name"),
+                      ("spec.template.spec.volumes", "name"), ("status.conditions", "type"))),
+    _Kind("PodDisruptionBudget", "poddisruptionbudgets", "policy", namespaced=True, status=True,
+          generation=True, short_names=("pdb",), merge_keys=_META_KEYS),
 )
 _BY_KIND = {k.kind: k for k in KINDS}
 _NAMESPACE = _BY_KIND["Namespace"]

@@ -28,6 +28,7 @@ from tests.fakes.kubeapi.kinds import (
 )
 from tests.fakes.kubeapi.selectors import _field_selector, _label_selector
 from tests.fakes.kubeapi.validation import _VALIDATORS, _validate_meta
+from tests.fakes.kubeapi.workloads import default_workload
 
 
 @dataclass(frozen=True)
@@ -270,6 +271,8 @@ class _Store:
         elif kind.kind == "Event":
             obj.setdefault("reportingComponent", "")
             obj.setdefault("reportingInstance", "")
+        elif kind.kind in ("Deployment", "Secret"):
+            default_workload(kind.kind, obj)
 
     def _default_service(self, obj: Obj, old: Obj | None) -> None:
         spec = obj.setdefault("spec", {})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import json
 import re
@@ -196,9 +198,90 @@ def _validate_event(obj: Obj, old: Obj | None) -> list[_FieldError]:
     return []
 
 
+def _validate_secret(obj: Obj, old: Obj | None) -> list[_FieldError]:
+    errs = []
+    data = obj.get("data") or {}
+    for key, value in data.items():
+        if not _CONFIG_KEY.fullmatch(key) or len(key) > 253:
+            errs.append(_FieldError("Invalid", f"data[{key}]", key, "a valid config key must consist of "
+                                    "alphanumeric characters, '-', '_' or '.'"))
+        if not isinstance(value, str) or not _is_base64(value):
+            # The real server fails decoding the body first; the field is named the same way.
+            errs.append(_FieldError("Invalid", f"data[{key}]", "", "illegal base64 data"))
+    if sum(len(k) + len(str(v)) * 3 // 4 for k, v in data.items()) > 1024 * 1024:
+        errs.append(_FieldError("TooLong", "data", "", "may not be more than 1048576 bytes"))
+    if old is not None and obj.get("type", "Opaque") != old.get("type", "Opaque"):
+        errs.append(_FieldError("Invalid", "type", obj.get("type"), "field is immutable"))
+    return errs
+
+
+def _is_base64(value: str) -> bool:
+    try:
+        base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return True
+
+
+def _selector_errors(spec: Obj, template_labels: dict[str, Any] | None) -> list[_FieldError]:
+    selector = spec.get("selector")
+    if not isinstance(selector, dict) or not (selector.get("matchLabels") or selector.get("matchExpressions")):
+        return [_FieldError("Required", "spec.selector")]
+    if template_labels is None:
+        return []
+    wanted = selector.get("matchLabels") or {}
+    if any(template_labels.get(k) != v for k, v in wanted.items()):
+        return [_FieldError("Invalid", "spec.template.metadata.labels", template_labels,
+                            "`selector` does not match template `labels`")]
+    return []
+
+
+def _validate_deployment(obj: Obj, old: Obj | None) -> list[_FieldError]:
+    spec = obj.get("spec") or {}
+    template = spec.get("template") or {}
+    labels = (template.get("metadata") or {}).get("labels") or {}
+    errs = _selector_errors(spec, labels)
+    replicas = spec.get("replicas", 1)
+    if not isinstance(replicas, int) or replicas < 0:
+        errs.append(_FieldError("Invalid", "spec.replicas", replicas, "must be greater than or equal to 0"))
+    pod = template.get("spec") or {}
+    containers = pod.get("containers") or []
+    if not containers:
+        errs.append(_FieldError("Required", "spec.template.spec.containers"))
+    for i, container in enumerate(containers):
+        where = f"spec.template.spec.containers[{i}]"
+        errs += _check_name(str(container.get("name") or ""), "label", f"{where}.name")
+        if not container.get("image"):
+            errs.append(_FieldError("Required", f"{where}.image"))
+        for j, port in enumerate(container.get("ports") or []):
+            number = port.get("containerPort")
+            if not isinstance(number, int) or not 1 <= number <= 65535:
+                errs.append(_FieldError("Invalid", f"{where}.ports[{j}].containerPort", number,
+                                        "must be between 1 and 65535, inclusive"))
+    if pod.get("restartPolicy", "Always") != "Always":
+        errs.append(_FieldError("NotSupported", "spec.template.spec.restartPolicy", pod["restartPolicy"],
+                                'supported values: "Always"'))
+    if old is not None and (old.get("spec") or {}).get("selector") != spec.get("selector"):
+        errs.append(_FieldError("Invalid", "spec.selector", spec.get("selector"), "field is immutable"))
+    return errs
+
+
+def _validate_budget(obj: Obj, old: Obj | None) -> list[_FieldError]:
+    spec = obj.get("spec") or {}
+    errs = _selector_errors(spec, None)
+    if "minAvailable" in spec and "maxUnavailable" in spec:
+        errs.append(_FieldError("Invalid", "spec", spec, "minAvailable and maxUnavailable cannot be both set"))
+    for field in ("minAvailable", "maxUnavailable"):
+        value = spec.get(field)
+        if isinstance(value, int) and value < 0:
+            errs.append(_FieldError("Invalid", f"spec.{field}", value, "must be greater than or equal to 0"))
+    return errs
+
+
 _VALIDATORS: dict[str, Callable[[Obj, Obj | None], list[_FieldError]]] = {
     "Service": _validate_service, "Lease": _validate_lease, "ConfigMap": _validate_configmap,
-    "EndpointSlice": _validate_endpointslice, "Event": _validate_event,
+    "EndpointSlice": _validate_endpointslice, "Event": _validate_event, "Secret": _validate_secret,
+    "Deployment": _validate_deployment, "PodDisruptionBudget": _validate_budget,
 }
 
 
