@@ -91,3 +91,21 @@ def test_the_drifted_plan_covers_every_kind_of_change(tmp_path: Path) -> None:
             ("Announcement", "create"), ("TunnelConfiguration", "update")} <= kinds, kinds
     first = json.loads((GOLDEN / "first.json").read_text())
     assert first["summary"]["create"] >= SERVICES
+
+
+def test_each_json_line_is_the_change_as_dict_with_sorted_keys() -> None:
+    """render_json spells the outer keys out for speed; it must print what json.dumps would."""
+    from reconciler.planning.plan import Change, Plan, Target
+    from reconciler.planning.render import render_json
+
+    tricky = 'quote " backslash \\ newline \n nul \x00 é ☃ 😀 </script>'
+    changes = (
+        Change(Target("Service", "ns/a"), "create", None, {"pool": "p", "ingress": ["10.0.0.1"]}, "assign"),
+        Change(Target("DNSRecord", tricky), "update", {"z": 1.5, "a": [None, True]}, {"b": {"y": 2, "x": 1}}, tricky),
+        Change(Target("TunnelConfiguration", "home"), "delete", [{"service": "x", "hostname": "h"}], None, ""),
+        Change(Target("Announcement", "10.0.0.1"), "conflict", "text", 7, "why"),
+    )
+    rendered = json.loads(render_json(Plan(changes, "rev", {}, ("careful: " + tricky,))))
+    assert rendered["changes"] == [c.as_dict() for c in changes]
+    lines = render_json(Plan(changes)).splitlines()[2:-1]
+    assert [line.strip().rstrip(",") for line in lines] == [json.dumps(c.as_dict(), sort_keys=True) for c in changes]

@@ -86,10 +86,11 @@ class Plan:
 
     def as_dict(self) -> dict[str, JSON]:
         """The stable JSON contract of DESIGN.md (no-op changes left out)."""
-        out: dict[str, JSON] = {
-            "changes": [c.as_dict() for c in self.visible],
-            "summary": self.summary(),
-        }
+        return {"changes": [c.as_dict() for c in self.visible], **self.header()}
+
+    def header(self) -> dict[str, JSON]:
+        """The contract's fields besides ``changes``: summary, revision (if any), warnings (if any)."""
+        out: dict[str, JSON] = {"summary": self.summary()}
         if self.revision is not None:
             out["revision"] = self.revision
         if self.warnings:
