@@ -118,6 +118,9 @@ def _keep_when_unmet(allocations: list[Allocation], desired: DesiredState, live:
     """A wish that cannot be met (a requested IP someone else holds) must not take a working
     Service off the network: it keeps IPs that are still inside a pool and held by no one else,
     and the plan shows the conflict to fix (MetalLB would drop them; a typo should not)."""
+    unmet = [a for a in allocations if not a.ips and a.pending_reason and live.service(a.key)]
+    if not unmet:  # the usual case: nothing to keep, no need to index every IP held
+        return allocations
     held = {ip for a in allocations for ip in a.ips}
     ranges = [parse_range(text) for pool in desired.pools for text in pool.spec.addresses]
     kept = []
@@ -201,7 +204,9 @@ def _announcement_changes(published: AnnouncementTable | None, fresh: Announceme
     old: Mapping[str, Announcement] = {a.ip: a for a in published.announcements} if published else {}
     new: Mapping[str, Announcement] = {a.ip: a for a in fresh.announcements}
     changes = []
-    for ip in sorted(old.keys() | new.keys(), key=address_order):
+    # The fresh table is in address order already; only a published one can add other IPs.
+    ips = sorted(old.keys() | new.keys(), key=address_order) if old.keys() - new.keys() else list(new)
+    for ip in ips:
         target = Target("Announcement", ip)
         was, now = old.get(ip), new.get(ip)
         if was is None and now is not None:
