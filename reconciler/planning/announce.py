@@ -18,9 +18,9 @@ from reconciler.planning.announcement_table import (
     DEFAULT_HEARTBEAT,
     Announcement,
     AnnouncementTable,
-    CandidateRanker,
     HeartbeatSettings,
     NodeInfo,
+    rank_candidates,
 )
 from reconciler.planning.live import EXCLUDE_FROM_LB_LABEL, LiveNode, LiveService
 
@@ -79,7 +79,6 @@ def build_announcements(advertisements: Sequence[L2Advertisement], pools: Sequen
             pool_of[ip] = allocation.pool
 
     announcements = []
-    ranker = CandidateRanker()
     for ip in sorted(holders, key=address_order):
         interfaces, allowed = by_pool[pool_of[ip]]
         keys = sorted(holders[ip])
@@ -88,7 +87,7 @@ def build_announcements(advertisements: Sequence[L2Advertisement], pools: Sequen
             if key in local_policy:
                 candidates = candidates & ready_endpoint_nodes.get(key, frozenset())
         announcements.append(Announcement(ip=ip, service=",".join(keys), interfaces=interfaces,
-                                          candidates=ranker.rank(candidates, ip)))
+                                          candidates=rank_candidates(candidates, ip)))
     return tuple(announcements)
 
 

@@ -84,32 +84,9 @@ def rank_candidates(nodes: Iterable[str], ip: str) -> tuple[str, ...]:
     Every IP gets its own pseudo-random order, so the IPs of a cluster spread over its nodes,
     and every speaker computes the same order from the same inputs.
     """
-    return CandidateRanker().rank(nodes, ip)
-
-
-class CandidateRanker:
-    """:func:`rank_candidates` for many IPs over the same few nodes (a whole table at once).
-
-    Each node's ``node#`` prefix is hashed once and copied per IP, instead of hashing the
-    whole text again for every (node, IP): the table of 10,000 IPs on 3 nodes does 30,000.
-    """
-
-    def __init__(self) -> None:
-        self._prefixes: dict[str, Any] = {}  # node -> sha256 state after "node#"
-
-    def rank(self, nodes: Iterable[str], ip: str) -> tuple[str, ...]:
-        tail = ip.encode()
-        keyed = []
-        for node in set(nodes):
-            prefix = self._prefixes.get(node)
-            if prefix is None:
-                prefix = self._prefixes[node] = hashlib.sha256(f"{node}#".encode())
-            digest = prefix.copy()
-            digest.update(tail)
-            # Raw digests sort exactly as their hex spellings do, without formatting them.
-            keyed.append((digest.digest(), node))
-        keyed.sort()
-        return tuple([node for _, node in keyed])
+    suffix = f"#{ip}".encode()
+    # Raw digests sort exactly as their hex spellings do, without formatting them.
+    return tuple(sorted(set(nodes), key=lambda node: (hashlib.sha256(node.encode() + suffix).digest(), node)))
 
 
 def table_to_json(table: AnnouncementTable) -> dict[str, Any]:
