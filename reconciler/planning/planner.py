@@ -130,7 +130,7 @@ def _keep_when_unmet(allocations: list[Allocation], desired: DesiredState, live:
         if (not a.ips and a.pending_reason and current
                 and all(ip not in held and any(r.contains(parse_ip(ip)) for r in ranges) for ip in current)):
             pool = service.annotations.get(ANNOTATION_POOL) if service else None
-            a = replace(a, ips=tuple(current), pool=pool, revoked=(), revoke_reason=None, pending_reason=None,
+            a = a._replace(ips=tuple(current), pool=pool, revoked=(), revoke_reason=None, pending_reason=None,
                         warning=f"keeps {', '.join(current)}: {a.pending_reason}")
         kept.append(a)
     return kept
