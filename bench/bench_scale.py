@@ -109,7 +109,7 @@ def run_process(tree: Tree, argv: list[str], *, expect: tuple[int, ...] = (0,)) 
 
 
 @contextlib.contextmanager
-def checked_out(rev: str, parent: Path) -> Iterator[Tree]:
+def checked_out(rev: str, parent: Path, name: str | None = None) -> Iterator[Tree]:
     """REV in a temporary git worktree (removed afterwards)."""
     commit = subprocess.run(["git", "-C", str(THIS_TREE), "rev-parse", "--verify", f"{rev}^{{commit}}"],
                             check=True, capture_output=True, text=True).stdout.strip()
@@ -117,7 +117,7 @@ def checked_out(rev: str, parent: Path) -> Iterator[Tree]:
     subprocess.run(["git", "-C", str(THIS_TREE), "worktree", "add", "--detach", "--quiet", str(path), commit],
                    check=True)
     try:
-        yield Tree(rev, path, commit)
+        yield Tree(name or rev, path, commit)
     finally:
         subprocess.run(["git", "-C", str(THIS_TREE), "worktree", "remove", "--force", str(path)], check=False)
 
@@ -216,6 +216,9 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5, help="runs per figure (default 5)")
     parser.add_argument("--compare", metavar="REV", default=None,
                         help="also measure this git revision, interleaved with the working tree")
+    parser.add_argument("--this", metavar="REV", default=None,
+                        help="measure this git revision (checked out apart) instead of the working tree, "
+                        "so the tree can change while a long run goes on")
     parser.add_argument("--phases", action="store_true", help="add the in-process breakdown of one diff")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args()
@@ -224,7 +227,7 @@ def main() -> int:
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="portside-bench-") as tmp, contextlib.ExitStack() as stack:
         work = Path(tmp)
-        trees = [this_tree()]
+        trees = [stack.enter_context(checked_out(args.this, work, "this")) if args.this else this_tree()]
         if args.compare:
             trees.append(stack.enter_context(checked_out(args.compare, work)))
         report = measure(trees, sizes, args.runs, work, args.phases)
