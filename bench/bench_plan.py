@@ -107,7 +107,7 @@ def main() -> None:
         "diff_fresh_process": first_diff,
         "diff_converged_fresh_process": converged_diff,
         "reference_loop_s": [reference_before, reference_loop_s()],
-        "goals": {"plan_s": 0.5, "diff_wall_s": 3.0},
+        "goals": {"plan_s": 0.2, "diff_wall_s": 1.0},  # issue 13, on a quiet 2-core machine
     }, indent=2))
 
 
