@@ -110,13 +110,15 @@ def ordered(changes: list[Change]) -> tuple[Change, ...]:
     Service's IP is withdrawn only after nothing points at it any more.
     """
 
-    ranks: dict[tuple[bool, str], int] = {}
+    ranks: dict[tuple[bool, str], int] = {}  # computed once per (delete?, kind): plans hold 20,000 changes
+    last = len(KIND_ORDER)  # the rank of an unknown kind
 
-    def rank(change: Change) -> int:  # one dict lookup per change: plans hold 20,000 of them
+    def rank(change: Change) -> int:
         key = (change.action == "delete", change.target.kind)
         found = ranks.get(key)
         if found is None:
-            found = ranks[key] = 2 * len(KIND_ORDER) + 2 - kind_rank(key[1]) if key[0] else kind_rank(key[1])
+            # Creates and updates take 0..last by kind; deletes come after all of them, kinds reversed.
+            found = ranks[key] = (2 * last + 1 - kind_rank(key[1])) if key[0] else kind_rank(key[1])
         return found
 
     return tuple(sorted(changes, key=rank))

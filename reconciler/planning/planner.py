@@ -118,9 +118,8 @@ def _keep_when_unmet(allocations: list[Allocation], desired: DesiredState, live:
     """A wish that cannot be met (a requested IP someone else holds) must not take a working
     Service off the network: it keeps IPs that are still inside a pool and held by no one else,
     and the plan shows the conflict to fix (MetalLB would drop them; a typo should not)."""
-    unmet = [a for a in allocations if not a.ips and a.pending_reason and live.service(a.key)]
-    if not unmet:  # the usual case: nothing to keep, no need to index every IP held
-        return allocations
+    if not any(not a.ips and a.pending_reason for a in allocations):
+        return allocations  # the usual case: nothing to keep, no need to index every IP held
     held = {ip for a in allocations for ip in a.ips}
     ranges = [parse_range(text) for pool in desired.pools for text in pool.spec.addresses]
     kept = []
@@ -131,7 +130,7 @@ def _keep_when_unmet(allocations: list[Allocation], desired: DesiredState, live:
                 and all(ip not in held and any(r.contains(parse_ip(ip)) for r in ranges) for ip in current)):
             pool = service.annotations.get(ANNOTATION_POOL) if service else None
             a = a._replace(ips=tuple(current), pool=pool, revoked=(), revoke_reason=None, pending_reason=None,
-                        warning=f"keeps {', '.join(current)}: {a.pending_reason}")
+                           warning=f"keeps {', '.join(current)}: {a.pending_reason}")
         kept.append(a)
     return kept
 
