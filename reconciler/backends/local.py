@@ -114,8 +114,7 @@ def _stand_in(exposure: ServiceExposure, recorded: dict[str, Any],
     """The Service an exposure stands in for, holding what state.json recorded for it.
 
     Runs once per exposure on every read (10,000 at a time): values that repeat (ports, IP
-    families, the empty annotations) are shared, which is safe because live values are never
-    changed in place.
+    families) are shared, which is safe because live values are never changed in place.
     """
     spec = exposure.spec
     pool = recorded.get("pool")
