@@ -1,8 +1,8 @@
 """Benchmark: load and validate a repo of 5,000 documents; prints JSON.
 
-The repo is generated in a temporary directory: one pool (a /16), one L2 advertisement, one
-tunnel, and ServiceExposures and TunnelRoutes in equal numbers (each exposure requests an address,
-each route sends a hostname of the tunnel's zone to its Service), 100 documents per file.
+The repo is generated in a temporary directory by bench/scale_repo.py: one pool (a /16), one L2
+advertisement, one tunnel, and ServiceExposures and TunnelRoutes in equal numbers (each exposure
+requests an address, each route sends a hostname of the tunnel's zone to its Service).
 Usage: python bench/bench_validate.py [--documents N] [--repeat R]
 """
 
@@ -17,84 +17,17 @@ import tempfile
 import time
 from pathlib import Path
 
+from scale_repo import ScaleRepo
+
 from reconciler.desired.validate import load_desired_state
 from reconciler.desired.yamlsource import USING_LIBYAML
 
-HEAD = """\
-apiVersion: metallb.io/v1beta1
-kind: IPAddressPool
-metadata:
-  name: lan
-  namespace: metallb-system
-spec:
-  addresses:
-  - 10.20.0.0/16
----
-apiVersion: metallb.io/v1beta1
-kind: L2Advertisement
-metadata:
-  name: lan
-  namespace: metallb-system
-spec:
-  ipAddressPools: [lan]
----
-apiVersion: portside.io/v1alpha1
-kind: Tunnel
-metadata:
-  name: home
-spec:
-  mode: local
-  tunnelId: 6ff42ae2-765d-4adf-8112-31c55c1551ef
-  dns:
-    zones: [example.dev]
-"""
 
-EXPOSURE = """\
-apiVersion: portside.io/v1alpha1
-kind: ServiceExposure
-metadata:
-  name: svc-{i}
-spec:
-  service:
-    namespace: apps
-    name: svc-{i}
-  pool: lan
-  addresses: ["10.20.{hi}.{lo}"]
-  ports:
-  - port: 8080
-"""
-
-ROUTE = """\
-apiVersion: portside.io/v1alpha1
-kind: TunnelRoute
-metadata:
-  name: route-{i}
-spec:
-  tunnel: home
-  hostname: app-{i}.example.dev
-  service:
-    namespace: apps
-    name: svc-{i}
-    port: 8080
-  originRequest:
-    httpHostHeader: app-{i}.example.dev
-    connectTimeout: 10s
-"""
-
-
-def write_repo(root: Path, documents: int) -> None:
-    docs = []
-    pairs = (documents - 3) // 2
-    for i in range(pairs):
-        docs.append(EXPOSURE.format(i=i, hi=1 + i // 250, lo=1 + i % 250))
-        docs.append(ROUTE.format(i=i))
-    while len(docs) < documents - 3:
-        docs.append(EXPOSURE.format(i=pairs, hi=255, lo=1))
-    (root / "base.yaml").write_text(HEAD)
-    for start in range(0, len(docs), 100):
-        folder = root / f"apps-{start // 1000}"
-        folder.mkdir(exist_ok=True)
-        (folder / f"batch-{start:05d}.yaml").write_text("---\n".join(docs[start:start + 100]))
+def validate_repo(documents: int) -> ScaleRepo:
+    """One /16 pool, an advertisement, a tunnel; exposures requesting an address and routes to them."""
+    routes = (documents - 3) // 2
+    return ScaleRepo(services=documents - 3 - routes, pools=1, routes=routes, namespaces=1, ports=1,
+                     pool_prefix=16, requested_addresses=True, origin_request=True)
 
 
 def main() -> int:
@@ -103,8 +36,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        write_repo(root, args.documents)
+        root = validate_repo(args.documents).write(Path(tmp))
         timings, cpu = [], []
         for _ in range(args.repeat):
             started, started_cpu = time.perf_counter(), time.process_time()

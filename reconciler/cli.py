@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 from collections.abc import Sequence
 
 from reconciler import __version__
-from reconciler.common.errors import PortsideError
+
+# Nothing else at module level: `portside --help` imports only argparse (logging, dataclasses
+# and the error tree are imported once a command runs).
 
 # name -> (module, one-line help). The order is the order of `portside --help`.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -70,6 +71,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         sys.argv = saved
     args = parser.parse_args(args_list)
+    import logging
+
+    from reconciler.common.errors import PortsideError
+
     logging.basicConfig(
         level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -219,7 +219,7 @@ def test_restart_and_input_order_change_nothing() -> None:
     for seed in range(5):
         random.Random(seed).shuffle(requests)
         again = {a.key: a for a in allocate(list(reversed(world.pools)), requests, {})}
-        assert again == {k: replace(a, revoked=(), revoke_reason=None) for k, a in first.items()}
+        assert again == {k: a._replace(revoked=(), revoke_reason=None) for k, a in first.items()}
         assert all(not a.revoked for a in again.values())
 
 
@@ -663,5 +663,5 @@ def test_ten_thousand_services_over_64_pools() -> None:
     assert all(a.ips for a in result)
     assert len({a.ips for a in result}) == 10_000
     assert result[-1] == Allocation("ns/s09999", ("10.39.0.15",), "p39")
-    sticky = [replace(r, current=a.ips) for r, a in zip(requests, result, strict=True)]
+    sticky = [r._replace(current=a.ips) for r, a in zip(requests, result, strict=True)]
     assert allocate(pools, sticky, {}) == result

@@ -391,6 +391,9 @@ class _Run:
             # of a 10,000-Service plan; the canonical text of the live one is cached).
             return Allocation(r.key, (canonical_ip(w.current[0][0]),), w.pool.name, None, (), None,
                               warning=r.invalid)
+        if not w.current and w.held and w.pool is not None:  # a first assignment: nothing revoked
+            return Allocation(r.key, tuple([format_address((f, w.held[f])) for f in w.wanted if f in w.held]),
+                              w.pool.name, None, (), None, warning=r.invalid)
         final = {(f, v) for f, v in w.held.items()}
         gone = [(text, a) for text, a in w.current if a not in final] if w.current else []
         revoked = tuple(text for text, _ in gone)

@@ -28,6 +28,8 @@ _DEPRECATED = {
     METALLB_LOADBALANCER_IPS: "metallb.universe.tf/loadBalancerIPs",
     METALLB_ALLOW_SHARED_IP: "metallb.universe.tf/allow-shared-ip",
 }
+# Every annotation by which a Service asks for something itself.
+_REQUEST_ANNOTATIONS = frozenset({*_DEPRECATED, *_DEPRECATED.values()})
 
 
 def service_requests(services: Sequence[LiveService], exposures: Sequence[ServiceExposure],
@@ -48,11 +50,18 @@ def service_requests(services: Sequence[LiveService], exposures: Sequence[Servic
             continue
         problems: list[str] = []
         exposure = by_key.get(svc.key)
-        requested = _requested(svc, exposure, problems)
-        pool = _agree("pool", exposure.spec.pool if exposure else None,
-                      svc, METALLB_ADDRESS_POOL, exposure, problems)
-        sharing = _agree("sharing key", exposure.spec.sharingKey if exposure else None,
-                         svc, METALLB_ALLOW_SHARED_IP, exposure, problems)
+        if svc.load_balancer_ip is None and _REQUEST_ANNOTATIONS.isdisjoint(svc.annotations):
+            # The Service itself asks for nothing (always so for local stand-ins): only the
+            # exposure speaks, and there is nothing to agree with.
+            requested = (_from_exposure(exposure, problems) or ()) if exposure is not None else ()
+            pool = exposure.spec.pool if exposure is not None else None
+            sharing = exposure.spec.sharingKey if exposure is not None else None
+        else:
+            requested = _requested(svc, exposure, problems)
+            pool = _agree("pool", exposure.spec.pool if exposure else None,
+                          svc, METALLB_ADDRESS_POOL, exposure, problems)
+            sharing = _agree("sharing key", exposure.spec.sharingKey if exposure else None,
+                             svc, METALLB_ALLOW_SHARED_IP, exposure, problems)
         invalid = "; ".join(problems) if problems else None
         if invalid is not None and not svc.ingress:
             rejected.append(Allocation(svc.key, pending_reason=invalid))
@@ -108,6 +117,13 @@ def _normalise(texts: Sequence[str], where: str, problems: list[str]) -> tuple[s
     return tuple(out)
 
 
+def _from_exposure(exposure: ServiceExposure, problems: list[str]) -> tuple[str, ...] | None:
+    """The exposure's spec.addresses, canonical; None (and a problem) when one is no address."""
+    if not exposure.spec.addresses:
+        return ()
+    return _normalise(exposure.spec.addresses, f"ServiceExposure {exposure.metadata.name} spec.addresses", problems)
+
+
 def _requested(svc: LiveService, exposure: ServiceExposure | None, problems: list[str]) -> tuple[str, ...]:
     field_value = (svc.load_balancer_ip or "").strip()
     annotation = metallb_annotation(svc, METALLB_LOADBALANCER_IPS)
@@ -123,10 +139,7 @@ def _requested(svc: LiveService, exposure: ServiceExposure | None, problems: lis
     elif field_value:
         source = "spec.loadBalancerIP"
         on_service = _normalise([field_value], source, problems)
-    in_exposure: tuple[str, ...] | None = ()
-    if exposure is not None and exposure.spec.addresses:
-        in_exposure = _normalise(exposure.spec.addresses,
-                                 f"ServiceExposure {exposure.metadata.name} spec.addresses", problems)
+    in_exposure = _from_exposure(exposure, problems) if exposure is not None else ()
     if on_service is None or in_exposure is None:
         return ()
     if on_service and in_exposure and set(on_service) != set(in_exposure):

@@ -127,7 +127,8 @@ class LocalBackend:
     def read(self, desired: DesiredState) -> LiveState:
         state = self._load_state()
         recorded: dict[str, Any] = state["services"]
-        services = tuple(_stand_in(e, recorded.get(_key(e), {})) for e in desired.exposures)
+        ports: dict[tuple[int, str, str | None], ServicePort] = {}  # shared: most exposures repeat a few ports
+        services = tuple([_stand_in(e, recorded.get(e.spec.service.key, _NOTHING), ports) for e in desired.exposures])
         declared = {s.key for s in services}
         released = tuple(_recorded_service(key, value) for key, value in sorted(recorded.items())
                          if key not in declared)
@@ -208,20 +209,37 @@ def _key(exposure: ServiceExposure) -> str:
     return exposure.spec.service.key
 
 
-def _stand_in(exposure: ServiceExposure, recorded: dict[str, Any]) -> LiveService:
+_NOTHING: dict[str, Any] = {}
+_FAMILIES = {"SingleStack": ("IPv4",), "PreferDualStack": ("IPv4", "IPv6"), "RequireDualStack": ("IPv4", "IPv6")}
+
+
+def _stand_in(exposure: ServiceExposure, recorded: dict[str, Any],
+              ports: dict[tuple[int, str, str | None], ServicePort]) -> LiveService:
+    """The Service an exposure stands in for, holding what state.json recorded for it.
+
+    Runs once per exposure on every read (10,000 at a time): values that repeat (ports, IP
+    families) are shared, which is safe because live values are never changed in place.
+    """
     spec = exposure.spec
-    annotations = {ANNOTATION_POOL: str(recorded["pool"])} if recorded.get("pool") else {}
-    families = ("IPv4", "IPv6") if spec.ipFamilyPolicy != "SingleStack" else ("IPv4",)
+    pool = recorded.get("pool")
+    service_ports = []
+    for p in spec.ports:
+        port = ports.get((p.port, p.protocol, p.name))
+        if port is None:
+            port = ports[(p.port, p.protocol, p.name)] = ServicePort(p.port, p.protocol, p.name)
+        service_ports.append(port)
+    labels = exposure.metadata.labels
+    ingress = recorded.get("ingress")
     return LiveService(
         namespace=spec.service.namespace,
         name=spec.service.name,
-        ports=tuple(ServicePort(p.port, p.protocol, p.name) for p in spec.ports),
-        labels=dict(exposure.metadata.labels),
-        annotations=annotations,
+        ports=tuple(service_ports),
+        labels=dict(labels) if labels else {},
+        annotations={ANNOTATION_POOL: str(pool)} if pool else {},
         external_traffic_policy=spec.externalTrafficPolicy,
         ip_family_policy=spec.ipFamilyPolicy,
-        ip_families=families,
-        ingress=tuple(str(ip) for ip in recorded.get("ingress", [])),
+        ip_families=_FAMILIES[spec.ipFamilyPolicy],
+        ingress=tuple([str(ip) for ip in ingress]) if ingress else (),
     )
 
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from reconciler.backends import Backend, add_backend_arguments, select_backend
+from reconciler.commands.revision import git_head
 from reconciler.common.errors import ConfigError, shown_under
 from reconciler.desired.loader import repo_directory
 from reconciler.desired.state import DesiredState
@@ -36,17 +37,6 @@ def policy_from(args: argparse.Namespace, *, dry_run: bool) -> ApplyPolicy:
         dry_run=dry_run,
         owner_id=args.owner_id,
     )
-
-
-def git_head(path: Path) -> str | None:
-    """The commit PATH is at, when it is inside a git work tree (for the plan's revision)."""
-    try:
-        import git
-
-        repo = git.Repo(path, search_parent_directories=True)
-        return str(repo.head.commit.hexsha)
-    except Exception:  # not a repo, no commits yet, no git binary: no revision, not an error
-        return None
 
 
 def load_desired(path: Path, revision: str | None = None) -> DesiredState:

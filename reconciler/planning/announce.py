@@ -60,7 +60,7 @@ def build_announcements(advertisements: Sequence[L2Advertisement], pools: Sequen
     keeps its entry with no candidates, so nobody answers for it.
     """
     pool_by_name = {p.metadata.name: p for p in pools}
-    policies = {s.key: s.external_traffic_policy for s in services}
+    local_policy = {s.key for s in services if s.external_traffic_policy == "Local"}
     eligible = [n for n in nodes if n.address is not None and EXCLUDE_FROM_LB_LABEL not in n.labels]
     by_pool: dict[str, tuple[tuple[str, ...], frozenset[str]]] = {}
     for name, pool in pool_by_name.items():
@@ -82,10 +82,10 @@ def build_announcements(advertisements: Sequence[L2Advertisement], pools: Sequen
     for ip in sorted(holders, key=address_order):
         interfaces, allowed = by_pool[pool_of[ip]]
         keys = sorted(holders[ip])
-        candidates = set(allowed)
+        candidates = allowed
         for key in keys:
-            if policies.get(key) == "Local":
-                candidates &= ready_endpoint_nodes.get(key, frozenset())
+            if key in local_policy:
+                candidates = candidates & ready_endpoint_nodes.get(key, frozenset())
         announcements.append(Announcement(ip=ip, service=",".join(keys), interfaces=interfaces,
                                           candidates=rank_candidates(candidates, ip)))
     return tuple(announcements)

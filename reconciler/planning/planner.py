@@ -120,6 +120,8 @@ def _keep_when_unmet(allocations: list[Allocation], desired: DesiredState, live:
     """A wish that cannot be met (a requested IP someone else holds) must not take a working
     Service off the network: it keeps IPs that are still inside a pool and held by no one else,
     and the plan shows the conflict to fix (MetalLB would drop them; a typo should not)."""
+    if not any(not a.ips and a.pending_reason for a in allocations):
+        return allocations  # the usual case: nothing to keep, no need to index every IP held
     held = {ip for a in allocations for ip in a.ips}
     ranges = [parse_range(text) for pool in desired.pools for text in pool.spec.addresses]
     kept = []
@@ -129,8 +131,8 @@ def _keep_when_unmet(allocations: list[Allocation], desired: DesiredState, live:
         if (not a.ips and a.pending_reason and current
                 and all(ip not in held and any(r.contains(parse_ip(ip)) for r in ranges) for ip in current)):
             pool = service.recorded_pool if service else None
-            a = replace(a, ips=tuple(current), pool=pool, revoked=(), revoke_reason=None, pending_reason=None,
-                        warning=f"keeps {', '.join(current)}: {a.pending_reason}")
+            a = a._replace(ips=tuple(current), pool=pool, revoked=(), revoke_reason=None, pending_reason=None,
+                           warning=f"keeps {', '.join(current)}: {a.pending_reason}")
         kept.append(a)
     return kept
 
@@ -203,7 +205,9 @@ def _announcement_changes(published: AnnouncementTable | None, fresh: Announceme
     old: Mapping[str, Announcement] = {a.ip: a for a in published.announcements} if published else {}
     new: Mapping[str, Announcement] = {a.ip: a for a in fresh.announcements}
     changes = []
-    for ip in sorted(old.keys() | new.keys(), key=address_order):
+    # The fresh table is in address order already; only a published one can add other IPs.
+    ips = sorted(old.keys() | new.keys(), key=address_order) if old.keys() - new.keys() else list(new)
+    for ip in ips:
         target = Target("Announcement", ip)
         was, now = old.get(ip), new.get(ip)
         if was is None and now is not None:

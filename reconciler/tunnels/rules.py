@@ -15,7 +15,6 @@ whole) and written as Go durations only for a cloudflared YAML file.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -96,14 +95,20 @@ def origin_request_yaml(options: Mapping[str, object]) -> dict[str, object]:
 
 
 def origin_url(scheme: str, ip: str, port: int) -> str:
-    host = f"[{ip}]" if ipaddress.ip_address(ip).version == 6 else ip
+    host = f"[{ip}]" if _is_ipv6(ip) else ip
     return f"{scheme}://{host}:{port}"
 
 
 def pick_ip(ips: tuple[str, ...]) -> str | None:
     """The address a route targets: IPv4 first (what a dual-stack home network reaches surely)."""
-    ordered = sorted(ips, key=lambda ip: (ipaddress.ip_address(ip).version, ips.index(ip)))
+    ordered = sorted(ips, key=lambda ip: (_is_ipv6(ip), ips.index(ip)))
     return ordered[0] if ordered else None
+
+
+def _is_ipv6(ip: str) -> bool:
+    # The planner's IPs are canonical addresses, and only IPv6 ones have a colon: parsing each
+    # with ipaddress, twice per route, was a tenth of a 10,000-Service plan.
+    return ":" in ip
 
 
 def route_rule(
