@@ -116,12 +116,7 @@ def _write(world: ImportedWorld, root: Path) -> None:
 
 
 def _counts(world: ImportedWorld) -> str:
-    kinds: Counter[str] = Counter()
-    for text in world.files.values():
-        for line in text.splitlines():
-            if line.startswith("kind: "):
-                kinds[line.removeprefix("kind: ")] += 1
-    return ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items())) or "nothing to import"
+    return ", ".join(f"{n} {kind}" for kind, n in sorted(world.kinds.items())) or "nothing to import"
 
 
 def _plan(root: Path, backend: Backend, owner_id: str) -> Plan:

@@ -21,7 +21,8 @@ from __future__ import annotations
 import hashlib
 import io
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
@@ -90,6 +91,11 @@ class ImportedWorld:
     files: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # skipped objects and why; things to review
     pinned: list[str] = field(default_factory=list)  # Services that got a ServiceExposure
+    kinds: Counter[str] = field(default_factory=Counter)  # documents written, by kind
+
+    def add(self, path: str, header: str, docs: Sequence[Commented]) -> None:
+        self.files[path] = header + _documents(docs)
+        self.kinds.update(doc["kind"] for _, doc in docs)
 
 
 def import_world(metallb: LiveMetalLB, live: LiveState, tunnels: Sequence[LiveRemoteTunnel], *,
@@ -101,16 +107,16 @@ def import_world(metallb: LiveMetalLB, live: LiveState, tunnels: Sequence[LiveRe
     pools = _clean_all(metallb.pools, IPAddressPool, _clean_pool, world)
     advertisements = _clean_all(metallb.advertisements, L2Advertisement, _clean_advertisement, world)
     if pools:
-        world.files["metallb/ipaddresspools.yaml"] = header + _documents(pools)
+        world.add("metallb/ipaddresspools.yaml", header, pools)
     if advertisements:
-        world.files["metallb/l2advertisements.yaml"] = header + _documents(advertisements)
+        world.add("metallb/l2advertisements.yaml", header, advertisements)
     pool_models = [IPAddressPool.model_validate(doc) for _, doc in pools]
     exposures = _exposures(pool_models, live, world)
     if exposures:
-        world.files["services/exposures.yaml"] = header + _documents(exposures)
+        world.add("services/exposures.yaml", header, exposures)
     for tunnel in sorted(tunnels, key=lambda t: (t.name, t.tunnel_id)):
         docs = _tunnel_documents(tunnel, live, owner_id, world)
-        world.files[f"tunnels/{docs[0][1]['metadata']['name']}.yaml"] = header + _documents(docs)
+        world.add(f"tunnels/{docs[0][1]['metadata']['name']}.yaml", header, docs)
     return world
 
 
@@ -149,7 +155,7 @@ def _clean_advertisement(raw: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _clean_all(raws: Iterable[Mapping[str, Any]], model: type[IPAddressPool] | type[L2Advertisement],
-               clean: Any, world: ImportedWorld) -> list[Commented]:
+               clean: Callable[[Mapping[str, Any]], dict[str, Any]], world: ImportedWorld) -> list[Commented]:
     out: list[Commented] = []
     kind = model.__name__
     for raw in sorted(raws, key=_where):
