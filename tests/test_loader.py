@@ -155,6 +155,16 @@ def test_anchors_are_composed_from_events_with_the_alias_positions(monkeypatch: 
     assert [str(p) for p in problems] == ["f.yaml:4:6: bad: 'no' is not a valid int"]
 
 
+@pytest.mark.parametrize(("text", "anchored"), [
+    (b"a: &x 1\n", True), (b"- &x 1\n", True), (b"[1,&x 2]\n", True), (b'{"a":&x 1}\n', True),
+    (b"\xef\xbb\xbf&x a: 1\n", True), (b"a:\t&x 1\n", True), (b"a: 1\xc2\x85&x b\n", True),
+    (b"url: https://example.com/?a=1&b=2\n", False), (b"a: b&c\n", False),
+])
+def test_only_files_that_may_hold_anchors_leave_libyamls_composer(text: bytes, anchored: bool) -> None:
+    # The composer expands aliases itself: no limit on their expansion, no position of their own.
+    assert yamlsource._may_hold_anchors(text) is anchored
+
+
 @pytest.mark.timeout(30)
 def test_nesting_too_deep_for_libyamls_composer_is_refused_without_a_crash() -> None:
     # libyaml's composer recurses in C: 200,000 levels crash the whole process.

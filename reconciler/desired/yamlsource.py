@@ -251,6 +251,17 @@ def _may_nest_deep(data: bytes) -> bool:
     return flow + 2 * (max(map(len, data.split(b"\n"))) + 1) > _C_COMPOSER_DEPTH
 
 
+# An anchor ("&name") starts a node: it follows a blank, a line break (libyaml also breaks lines at
+# NEL, LS and PS, whose UTF-8 ends in 0x85, 0xA8, 0xA9), a BOM (ends in 0xBF), a flow indicator, an
+# indicator such as ":" or "-", or nothing. Any other "&" ("?a=1&b=2") is text. Over-matching
+# costs only speed; missing an anchor would let the composer expand aliases unchecked.
+_ANCHOR = re.compile(rb"(?<![^\s\[\]{},:?!\-\x85\xa8\xa9\xbf])&")
+
+
+def _may_hold_anchors(data: bytes) -> bool:
+    return b"&" in data and _ANCHOR.search(data) is not None
+
+
 def _event_source(data: bytes) -> tuple[Callable[[], Any], Callable[[], None]]:
     """(next event, dispose): libyaml's parser, or PyYAML's pure-Python one without libyaml."""
     if CParser is not None:
@@ -564,7 +575,7 @@ def parse_yaml(data: bytes, file: str) -> tuple[list[YamlDocument], list[Diagnos
     ``data`` must already be valid UTF-8. A syntax error stops the file (a YAML parser cannot
     resynchronise reliably); problems inside well-formed YAML (duplicate keys) are all reported.
     """
-    if _CComposer is not None and b"&" not in data and not _may_nest_deep(data):
+    if _CComposer is not None and not _may_hold_anchors(data) and not _may_nest_deep(data):
         builder = _Builder(file)
         try:
             builder.build(_c_composed(data))
