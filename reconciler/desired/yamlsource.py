@@ -376,6 +376,8 @@ class _Builder:
         self.anchored: set[int] = set()
         self.built: dict[int, tuple[Any, int, int]] = {}  # id of an anchored collection -> result
         self.expanded = 0  # nodes added to the current document by aliases
+        # Every key once per file: libyaml gives each occurrence its own copy of "apiVersion".
+        self.names: dict[str, str] = {}
 
     def build(self, composed: Iterator[_Composed]) -> None:
         for doc in composed:
@@ -434,6 +436,7 @@ class _Builder:
     def mapping(self, node: Any, depth: int, chain: _Chain) -> tuple[Any, int, int]:
         pairs = node.value
         marks = self.marks
+        names = self.names
         block = slot = len(marks)
         marks += [0] * (3 * len(pairs))
         result: dict[str, Any] = {}
@@ -442,6 +445,7 @@ class _Builder:
             if type(key_node) is not ScalarNode:
                 raise self.refuse_key(key_node, chain)
             key = key_node.value
+            key = names.setdefault(key, key)
             key_tag = key_node.tag
             if key_tag is not None and key_tag not in _SCALAR_TAGS:
                 raise self.bad_tag(key_node, chain)
