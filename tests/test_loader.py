@@ -155,6 +155,17 @@ def test_anchors_are_composed_from_events_with_the_alias_positions(monkeypatch: 
     assert [str(p) for p in problems] == ["f.yaml:4:6: bad: 'no' is not a valid int"]
 
 
+@pytest.mark.parametrize(("text", "deep"), [
+    (b"[\n" * 3000 + b"---\n" + b"[\n" * 3000, False),  # two documents
+    (b"[\n" * 3000 + b"----,\n" + b"[\n" * 3000, True),  # "----" is text: one document
+    (b"[\n" * 3000 + b"\r---\r\n" + b"[\n" * 3000, True),  # a "---" after a \r: counted as one
+    (b"a: [" + b"x" * 3000 + b"]\n", True),  # a long line may hide block nesting
+    (b"---\n".join([b"a: {b: [1, 2]}\n"] * 5000), False),
+])
+def test_nesting_libyamls_composer_could_not_survive_is_foreseen(text: bytes, deep: bool) -> None:
+    assert yamlsource._may_nest_deep(text) is deep
+
+
 @pytest.mark.parametrize(("text", "anchored"), [
     (b"a: &x 1\n", True), (b"- &x 1\n", True), (b"[1,&x 2]\n", True), (b'{"a":&x 1}\n', True),
     (b"\xef\xbb\xbf&x a: 1\n", True), (b"a:\t&x 1\n", True), (b"a: 1\xc2\x85&x b\n", True),

@@ -63,9 +63,12 @@ ALIAS_EXPANSION_LIMIT = 10_000
 # How deeply mappings and lists may nest. Real documents stay below 15 levels; a hostile file of
 # 300,000 nested "[" would otherwise cost memory quadratic in its depth (every field path).
 MAX_DEPTH = 64
-# libyaml's composer recurses in C once per level of nesting: 20,000 levels are fine on an 8 MiB
-# stack, 200,000 crash the process. Files that might nest deeper than this are composed here.
+# libyaml's composer recurses in C once per level of nesting, with about 400 bytes of stack each:
+# 20,000 levels fit glibc's 8 MiB stack (a thread's too, on Debian), 200,000 crash the process.
+# Files that might nest deeper than this are composed from events here.
 _C_COMPOSER_DEPTH = 5_000
+# A "---" line, as libyaml sees it (a line break other than \n only makes fewer, larger parts).
+_DOCUMENT_START = re.compile(rb"\n---(?=[ \t\r\n]|\Z)")
 
 FieldPath = tuple[str | int, ...]
 
@@ -245,10 +248,14 @@ def _may_nest_deep(data: bytes) -> bool:
     """Whether ``data`` might nest deeper than libyaml's composer can safely recurse.
 
     A block collection inside another starts further right, but for a list that is a mapping's
-    value, so block nesting is at most twice the longest line; flow nesting needs a "[" or "{".
+    value, so block nesting is at most twice the longest line; flow nesting needs a "[" or "{"
+    in the same document (a "---" line ends every collection: inside one, it is an error).
     """
-    flow = data.count(b"[") + data.count(b"{")
-    return flow + 2 * (max(map(len, data.split(b"\n"))) + 1) > _C_COMPOSER_DEPTH
+    if len(data) <= _C_COMPOSER_DEPTH // 2:
+        return False
+    longest = max(map(len, data.split(b"\n")))
+    flow = max(part.count(b"[") + part.count(b"{") for part in _DOCUMENT_START.split(data))
+    return flow + 2 * (longest + 1) > _C_COMPOSER_DEPTH
 
 
 # An anchor ("&name") starts a node: it follows a blank, a line break (libyaml also breaks lines at
