@@ -19,7 +19,7 @@ Plain scalars are resolved with the YAML 1.2 core schema (not PyYAML's YAML 1.1 
 libyaml's composer is fast but knows nothing of aliases' own positions, redefined anchors or a
 nesting limit (it recurses in C, so a file of 200,000 nested "[" would crash the process). A file
 that may hold any of those, or that the composer refuses, is composed from parser events here
-instead (:class:`_EventComposer`), as is every file when libyaml is missing: one builder, two
+instead (:func:`_event_composed`), as is every file when libyaml is missing: one builder, two
 sources of nodes.
 """
 
