@@ -51,7 +51,7 @@ def main() -> int:
                "cpu_seconds_min": round(min(cpu), 4),
                "budget_seconds": 1.5, "within_budget": min(timings) < 1.5,
                "load_average": round(os.getloadavg()[0], 2),
-               "yaml_parser": "libyaml (ruamel.yaml.clib)" if USING_LIBYAML else "pure Python"},
+               "yaml_parser": "libyaml (PyYAML)" if USING_LIBYAML else "pure Python"},
               sys.stdout, indent=2)
     print()
     return 0

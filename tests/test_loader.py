@@ -108,13 +108,103 @@ def test_unsafe_or_unsupported_yaml_is_refused(text: bytes, phrase: str) -> None
     assert any(phrase in p.message for p in problems), problems
 
 
-def test_pure_python_parser_gives_the_same_result(monkeypatch: pytest.MonkeyPatch) -> None:
-    text = (POOL.format(name="a", cidr="10.0.0.0/24") + "---\n" + "x: &a [1, *a]\n").encode()
-    fast = parse_yaml(text, "f.yaml")
-    monkeypatch.setattr(yamlsource, "CParser", None)
-    slow = parse_yaml(text, "f.yaml")
-    assert [(d.value, d.positions) for d in fast[0]] == [(d.value, d.positions) for d in slow[0]]
-    assert [(p.line, p.col) for p in fast[1]] == [(p.line, p.col) for p in slow[1]]
+def _every_source(monkeypatch: pytest.MonkeyPatch, text: bytes) -> list[tuple[list[object], list[str]]]:
+    """parse_yaml's answer from libyaml's composer, from libyaml's events and from PyYAML's
+    pure-Python parser: documents as (value, positions of every field) and messages."""
+    def answer() -> tuple[list[object], list[str]]:
+        docs, problems = parse_yaml(text, "f.yaml")
+        return [(d.value, [(p, d.position(p), d.key_position(p)) for p in _paths(d.value)]) for d in docs], \
+            [str(p) for p in problems]
+    answers = [answer()]
+    with monkeypatch.context() as patch:
+        patch.setattr(yamlsource, "_CComposer", None)
+        answers.append(answer())
+        patch.setattr(yamlsource, "CParser", None)
+        answers.append(answer())
+    return answers
+
+
+def _paths(value: object, path: tuple[str | int, ...] = ()) -> list[tuple[str | int, ...]]:
+    found = [path]
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found += _paths(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found += _paths(item, (*path, index))
+    return found
+
+
+def test_every_source_of_nodes_gives_the_same_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    text = (POOL.format(name="a", cidr="10.0.0.0/24") + "---\n" + "x: [1, '2', !!str 3, yes, 0777]\n"
+            "y: {a: b, c: [d, {e: f}]}\n---\n").encode()
+    composer, events, pure = _every_source(monkeypatch, text)
+    assert composer == events == pure
+    assert len(composer[0]) == 3 and composer[0][2][0] is None  # the empty document is kept (None)
+
+
+def test_anchors_are_composed_from_events_with_the_alias_positions(monkeypatch: pytest.MonkeyPatch) -> None:
+    # libyaml's composer refuses a redefined anchor and forgets where an alias stands.
+    text = b"a: &x 1\nb: &x [2, {c: 3}]\nd: *x\nbad: !!int no\n"
+    composer, events, pure = _every_source(monkeypatch, text)
+    assert composer == events == pure
+    [doc], problems = parse_yaml(text, "f.yaml")
+    assert doc.value["d"] == [2, {"c": 3}]
+    assert doc.position(("d",)) == (3, 4)
+    assert doc.position(("d", 1, "c")) == (2, 15)
+    assert [str(p) for p in problems] == ["f.yaml:4:6: bad: 'no' is not a valid int"]
+
+
+@pytest.mark.parametrize(("text", "deep"), [
+    (b"[\n" * 3000 + b"---\n" + b"[\n" * 3000, False),  # two documents
+    (b"[\n" * 3000 + b"----,\n" + b"[\n" * 3000, True),  # "----" is text: one document
+    (b"[\n" * 3000 + b"\r---\r\n" + b"[\n" * 3000, True),  # a "---" after a \r: counted as one
+    (b"a: [" + b"x" * 3000 + b"]\n", True),  # a long line may hide block nesting
+    (b"---\n".join([b"a: {b: [1, 2]}\n"] * 5000), False),
+])
+def test_nesting_libyamls_composer_could_not_survive_is_foreseen(text: bytes, deep: bool) -> None:
+    assert yamlsource._may_nest_deep(text) is deep
+
+
+@pytest.mark.parametrize(("text", "anchored"), [
+    (b"a: &x 1\n", True), (b"- &x 1\n", True), (b"[1,&x 2]\n", True), (b'{"a":&x 1}\n', True),
+    (b"\xef\xbb\xbf&x a: 1\n", True), (b"a:\t&x 1\n", True), (b"a: 1\xc2\x85&x b\n", True),
+    (b"url: https://example.com/?a=1&b=2\n", False), (b"a: b&c\n", False),
+])
+def test_only_files_that_may_hold_anchors_leave_libyamls_composer(text: bytes, anchored: bool) -> None:
+    # The composer expands aliases itself: no limit on their expansion, no position of their own.
+    assert yamlsource._may_hold_anchors(text) is anchored
+
+
+@pytest.mark.timeout(30)
+def test_nesting_too_deep_for_libyamls_composer_is_refused_without_a_crash() -> None:
+    # libyaml's composer recurses in C: 200,000 levels crash the whole process.
+    for text in (b"[" * 200_000 + b"]" * 200_000, b"a: " + b"{x: " * 100_000 + b"}" * 100_000):
+        docs, problems = parse_yaml(text, "deep.yaml")
+        assert docs == []
+        assert [(p.line, p.message) for p in problems] == [(1, "mappings and lists nest deeper than 64 levels; "
+                                                               "refusing")]
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    # the first problem in the file wins, even when the composer would only see the later one
+    (b"a: !foo 1\nb: [1, 2\n", "f.yaml:1:4: tag !foo is not allowed"),
+    (b"a: {[x, y\n", "f.yaml:1:5: a: a mapping key must be a plain string, not a mapping or a list"),
+    (b"a: 1\nb: !!binary x\nc", "f.yaml:2:4: tag !!binary is not allowed"),
+    (b"a: !!int x\n---\nb: [\n", "f.yaml:4:1: YAML syntax error"),
+    (b"a: " + b"[" * 70 + b"\n", "f.yaml:1:67: mappings and lists nest deeper than 64 levels"),
+])
+def test_the_first_problem_of_a_broken_file_is_reported(monkeypatch: pytest.MonkeyPatch, text: bytes,
+                                                        expected: str) -> None:
+    for _, problems in _every_source(monkeypatch, text):
+        assert len(problems) == 1 and problems[0].startswith(expected), problems
+
+
+def test_positions_are_plain_ints_in_one_array() -> None:
+    [doc], _ = parse_yaml(POOL.format(name="a", cidr="10.0.0.0/24").encode(), "f.yaml")
+    assert doc.marks.typecode == "q"
+    # 5 entries at the top, 2 in metadata, 1 in spec, 1 address: 3 slots per entry, 2 per item
+    assert len(doc.marks) == 3 * (4 + 2 + 1) + 2
 
 
 def test_parse_path_round_trips() -> None:

@@ -1,32 +1,40 @@
 """YAML text -> plain Python values, with the line and column of every field.
 
-ruamel.yaml's parser (its libyaml-based C parser when installed) produces events; this module
-builds plain dicts, lists and scalars from them itself instead of using a constructor, because:
+libyaml (through PyYAML's C extension) parses and composes each document into nodes; this module
+builds plain dicts, lists and scalars from the nodes itself instead of using a constructor,
+because:
 
 - no tag ever constructs an object: only the standard YAML tags are accepted, anything else
   (``!!python/object``, ``!foo``) is an error;
 - duplicate keys, merge keys and anchors that expand into millions of nodes ("billion laughs")
   are refused while building, before anything else sees the value;
-- every node's position is recorded under its field path, so an error found much later (by
-  pydantic, or by a cross-document rule) still points at ``file:line:col``;
-- it is several times faster than ruamel's composer and resolver, which matters for repos with
+- every node's position is recorded, so an error found much later (by pydantic, or by a
+  cross-document rule) still points at ``file:line:col``;
+- it is several times faster than a constructor and a resolver, which matters for repos with
   thousands of documents.
 
-Plain scalars are resolved with the YAML 1.2 core schema (what ruamel uses by default):
-``yes``/``no``/``on``/``off`` are strings, not booleans.
+Plain scalars are resolved with the YAML 1.2 core schema (not PyYAML's YAML 1.1 one):
+``yes``/``no``/``on``/``off`` are strings, not booleans, ``0777`` is 777 and ``1:30`` a string.
+
+libyaml's composer is fast but knows nothing of aliases' own positions, redefined anchors or a
+nesting limit (it recurses in C, so a file of 200,000 nested "[" would crash the process). A file
+that may hold any of those, or that the composer refuses, is composed from parser events here
+instead (:func:`_event_composed`), as is every file when libyaml is missing: one builder, two
+sources of nodes.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ruamel.yaml import YAML
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
-from ruamel.yaml.events import (
+from yaml import SafeLoader
+from yaml.error import MarkedYAMLError, YAMLError
+from yaml.events import (
     AliasEvent,
     DocumentEndEvent,
     DocumentStartEvent,
@@ -35,13 +43,15 @@ from ruamel.yaml.events import (
     ScalarEvent,
     SequenceEndEvent,
     SequenceStartEvent,
+    StreamEndEvent,
 )
-from ruamel.yaml.reader import ReaderError
+from yaml.nodes import MappingNode, ScalarNode, SequenceNode
+from yaml.reader import ReaderError
 
 from reconciler.common.errors import Diagnostic
 
-try:  # ruamel.yaml.clib: libyaml's parser, ~10x faster than the pure-Python one.
-    from _ruamel_yaml import CParser
+try:  # PyYAML's binding of libyaml: ~10x faster than its pure-Python parser.
+    from yaml._yaml import CParser
 except ImportError:  # pragma: no cover - depends on the installation
     CParser = None
 
@@ -53,10 +63,17 @@ ALIAS_EXPANSION_LIMIT = 10_000
 # How deeply mappings and lists may nest. Real documents stay below 15 levels; a hostile file of
 # 300,000 nested "[" would otherwise cost memory quadratic in its depth (every field path).
 MAX_DEPTH = 64
+# libyaml's composer recurses in C once per level of nesting, with about 400 bytes of stack each:
+# 20,000 levels fit glibc's 8 MiB stack (a thread's too, on Debian), 200,000 crash the process.
+# Files that might nest deeper than this are composed from events here.
+_C_COMPOSER_DEPTH = 5_000
+# A "---" line, as libyaml sees it (a line break other than \n only makes fewer, larger parts).
+_DOCUMENT_START = re.compile(rb"\n---(?=[ \t\r\n]|\Z)")
 
 FieldPath = tuple[str | int, ...]
 
 _TAG = "tag:yaml.org,2002:"
+_STR = _TAG + "str"  # also the tag the composers give a quoted (or block) scalar without one
 _SCALAR_TAGS = {_TAG + t for t in ("str", "int", "float", "bool", "null")}
 _TAG_TYPES: dict[str, type | tuple[type, ...]] = {
     _TAG + "int": int, _TAG + "float": (int, float), _TAG + "bool": bool, _TAG + "null": type(None),
@@ -68,67 +85,72 @@ _FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
 _SPECIAL_FLOATS = {".inf": float("inf"), "+.inf": float("inf"), "-.inf": float("-inf"), ".nan": float("nan")}
 # First characters a non-string plain scalar can start with: the fast path skips everything else.
 _MAYBE_NOT_STR = frozenset("0123456789-+.~nNtTfF")
-# Stands for the key of a duplicate entry, whose value is dropped (the first definition wins).
-_DROPPED = "\x00dropped"
+# A chain of field parts, innermost last: (parent chain, key or index), None at the top. Parts
+# that are None (a dropped duplicate, the document itself) are left out of messages.
+_Chain = tuple[Any, str | int | None] | None
 
 
 @dataclass
 class YamlDocument:
     """One document of a file: its value and where each field of it was written (1-based).
 
-    Every mapping and list gets a number; a field's position is stored under a short "slot" key
-    made of its container's number and its own key or index (``"3.addresses"``, ``"4[0]"``), so
-    the cost per field does not grow with its depth or with the length of its parents' keys.
-    Positions are packed into one int. Strings and ints are objects the cyclic garbage collector
-    never scans, which matters for repos of thousands of documents.
+    Positions live in one flat array of ints per document, packed as ``line << 21 | column``.
+    Every mapping and list owns a contiguous block of it, entry by entry in the order of its value
+    (a dict's insertion order): three slots per mapping entry (key position, value position, block
+    of the value or -1 when it is a scalar), two per list item (value position, block). A field
+    is found by walking the value and the blocks side by side, so nothing per field is kept but
+    those ints: no strings, no objects the cyclic garbage collector would scan.
     """
 
     value: Any
-    line: int
+    line: int  # where the root value was written
     col: int
-    positions: dict[str, int] = field(default_factory=dict)  # slot -> packed position of the value
-    key_positions: dict[str, int] = field(default_factory=dict)  # slot -> packed position of the key
-    containers: dict[str, int] = field(default_factory=dict)  # slot -> number of the container there
+    marks: array[int] = field(default_factory=lambda: array("q"))
+    block: int = -1  # the root container's block in marks; -1: the root is a scalar
 
-    def _slots(self, path: FieldPath) -> list[str]:
-        """The slots along ``path`` for as far as the document has containers."""
-        slots = [""]
-        number: int | None = self.containers.get("")
+    def _trail(self, path: FieldPath) -> tuple[int, int, int]:
+        """(how many parts of ``path`` were written, position of the last one, position of its key
+        or 0); the root counts as written, at the document's own position."""
+        value, block, marks = self.value, self.block, self.marks
+        found, position, key = 0, _pack_numbers(self.line, self.col), 0
         for part in path:
-            if number is None:
+            if block < 0:
                 break
-            slot = _slot(number, part)
-            slots.append(slot)
-            number = self.containers.get(slot)
-        return slots
+            if type(value) is dict and isinstance(part, str) and part in value:
+                base = block + 3 * _index_of(value, part)
+                key, position, block = marks[base], marks[base + 1], marks[base + 2]
+            elif type(value) is list and type(part) is int and 0 <= part < len(value):
+                base = block + 2 * part
+                key, position, block = 0, marks[base], marks[base + 1]
+            else:
+                break
+            value = value[part]
+            found += 1
+        return found, position, key
 
     def position(self, path: FieldPath) -> tuple[int, int]:
         """Where the value at ``path`` was written, or the nearest enclosing node that was."""
-        for slot in reversed(self._slots(path)):
-            found = self.positions.get(slot)
-            if found is not None:
-                return _unpack(found)
-        return self.line, self.col
+        return _unpack(self._trail(path)[1])
 
     def key_position(self, path: FieldPath) -> tuple[int, int]:
         """Where the key of the field at ``path`` was written (falls back to its value)."""
-        slots = self._slots(path)
-        found = self.key_positions.get(slots[-1]) if path and len(slots) == len(path) + 1 else None
-        return _unpack(found) if found is not None else self.position(path)
+        found, position, key = self._trail(path)
+        return _unpack(key if path and found == len(path) and key else position)
 
     def has_key(self, path: FieldPath) -> bool:
-        slots = self._slots(path)
-        return bool(path) and len(slots) == len(path) + 1 and slots[-1] in self.key_positions
+        found, _, key = self._trail(path)
+        return bool(path) and found == len(path) and key != 0
 
 
-def _slot(container: int, part: str | int) -> str:
-    return f"{container}[{part}]" if isinstance(part, int) else f"{container}.{part}"
+def _index_of(mapping: dict[str, Any], key: str) -> int:
+    for index, name in enumerate(mapping):
+        if name == key:
+            return index
+    raise KeyError(key)
 
 
-def _pack(mark: Any) -> int:
+def _pack_numbers(line: int, column: int) -> int:
     # Columns stay below 2**21: a file is at most 1 MiB.
-    line: int = mark.line + 1
-    column: int = mark.column + 1
     return line << 21 | column
 
 
@@ -165,194 +187,397 @@ def resolve_plain(text: str) -> Any:
     return _SPECIAL_FLOATS.get(lowered, text) if lowered in _SPECIAL_FLOATS else text
 
 
+# --- sources of nodes --------------------------------------------------------------------------
+#
+# Both give yaml.nodes objects whose tag is None for a scalar to resolve as plain (and for a
+# mapping or list without a tag), _STR for a quoted one, or the tag written in the file.
+
+
+class _Alias:
+    """An alias, as the event composer keeps it: where it stands and the node it refers to."""
+
+    __slots__ = ("anchor", "start_mark", "target")
+
+    def __init__(self, anchor: str, target: Any, start_mark: Any) -> None:
+        self.anchor = anchor
+        self.target = target  # None: no anchor of that name was complete before the alias
+        self.start_mark = start_mark
+
+
+@dataclass
+class _Composed:
+    """One document's nodes; ``error``: what stopped it (only its nodes before that are here)."""
+
+    root: Any
+    anchored: set[int] = field(default_factory=set)  # ids of the nodes aliases may refer to
+    error: Exception | None = None
+
+
+class _DepthRefused(Exception):
+    def __init__(self, mark: Any) -> None:
+        super().__init__("nesting limit")
+        self.mark = mark
+
+
+_CComposer: Any = None
+if CParser is not None:
+    class _CComposer(CParser):  # type: ignore[no-redef,misc]
+        """libyaml's composer, minus PyYAML's YAML 1.1 resolver: the builder resolves scalars."""
+
+        def descend_resolver(self, parent: Any, index: Any) -> None:
+            pass
+
+        def ascend_resolver(self) -> None:
+            pass
+
+        def resolve(self, kind: Any, value: Any, implicit: Any) -> str | None:
+            return _STR if kind is ScalarNode and not implicit[0] else None
+
+
+def _c_composed(data: bytes) -> Iterator[_Composed]:
+    """Documents composed by libyaml; raises the parser's (or composer's) errors."""
+    composer = _CComposer(data)
+    try:
+        while composer.check_node():
+            yield _Composed(composer.get_node())
+    finally:
+        composer.dispose()
+
+
+def _may_nest_deep(data: bytes) -> bool:
+    """Whether ``data`` might nest deeper than libyaml's composer can safely recurse.
+
+    A block collection inside another starts further right, but for a list that is a mapping's
+    value, so block nesting is at most twice the longest line; flow nesting needs a "[" or "{"
+    in the same document (a "---" line ends every collection: inside one, it is an error).
+    """
+    if len(data) <= _C_COMPOSER_DEPTH // 2:
+        return False
+    longest = max(map(len, data.split(b"\n")))
+    flow = max(part.count(b"[") + part.count(b"{") for part in _DOCUMENT_START.split(data))
+    return flow + 2 * (longest + 1) > _C_COMPOSER_DEPTH
+
+
+# An anchor ("&name") starts a node: it follows a blank, a line break (libyaml also breaks lines at
+# NEL, LS and PS, whose UTF-8 ends in 0x85, 0xA8, 0xA9), a BOM (ends in 0xBF), a flow indicator, an
+# indicator such as ":" or "-", or nothing. Any other "&" ("?a=1&b=2") is text. Over-matching
+# costs only speed; missing an anchor would let the composer expand aliases unchecked.
+_ANCHOR = re.compile(rb"(?<![^\s\[\]{},:?!\-\x85\xa8\xa9\xbf])&")
+
+
+def _may_hold_anchors(data: bytes) -> bool:
+    return b"&" in data and _ANCHOR.search(data) is not None
+
+
 def _event_source(data: bytes) -> tuple[Callable[[], Any], Callable[[], None]]:
-    """(next event or None at the end, dispose): a plain call per event, no generator in between."""
+    """(next event, dispose): libyaml's parser, or PyYAML's pure-Python one without libyaml."""
     if CParser is not None:
         parser = CParser(data)
         return parser.get_event, parser.dispose
-    events: Iterator[Any] = YAML(typ="safe", pure=True).parse(data.decode("utf-8"))
-    return lambda: next(events, None), lambda: None
+    loader = SafeLoader(data)
+    return loader.get_event, loader.dispose
 
 
-class _Frame:
-    """A mapping or sequence being built."""
+def _event_composed(data: bytes) -> Iterator[_Composed]:
+    """Documents composed from parser events; never raises: an error ends the last document.
 
-    __slots__ = ("anchor", "container", "is_map", "key", "key_pos", "number", "part", "size")
+    Aliases stay _Alias nodes (with their own position); an anchor counts once its node is
+    complete, and a later one of the same name replaces it. A collection nested deeper than
+    MAX_DEPTH ends the document there, so a hostile file costs no more than its first levels.
+    """
+    next_event, dispose = _event_source(data)
+    stack: list[Any] = []  # open collections
+    names: list[str | None] = []  # their anchors
+    keys: list[Any] = []  # per open collection: a mapping's key waiting for its value
+    anchors: dict[str, Any] = {}
+    doc = _Composed(None)
 
-    def __init__(self, container: Any, number: int, part: str | int | None, anchor: str | None) -> None:
-        self.container = container
-        self.is_map = isinstance(container, dict)
-        self.number = number  # the container's number in YamlDocument.containers
-        self.part = part  # its key or index in its parent (None: the document itself)
-        self.anchor = anchor
-        self.key: str | None = None  # mapping: the key waiting for its value
-        self.key_pos = 0
-        self.size = 1
+    def attach(node: Any) -> bool:
+        """Put ``node`` into the open collection; whether it is a mapping's key."""
+        if not stack:
+            doc.root = node
+            return False
+        parent = stack[-1]
+        if type(parent) is SequenceNode:
+            parent.value.append(node)
+            return False
+        if keys[-1] is None:
+            keys[-1] = node
+            return True
+        parent.value.append((keys[-1], node))
+        keys[-1] = None
+        return False
 
-    def next_part(self) -> str | int | None:
-        """The key or index of the next value placed here (None: a dropped duplicate)."""
-        if not self.is_map:
-            return len(self.container)
-        return None if self.key is _DROPPED else self.key
+    try:
+        while True:
+            try:
+                event = next_event()
+            except YAMLError as exc:
+                doc.error = exc
+                yield _link_pending_keys(doc, stack, keys)
+                return
+            kind = type(event)
+            if kind is ScalarEvent:
+                tag = event.tag
+                if tag is None or tag == "!":
+                    tag = None if event.implicit[0] else _STR
+                node = ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
+                if not attach(node) and event.anchor:  # an anchor on a key is never registered
+                    anchors[event.anchor] = node
+                    doc.anchored.add(id(node))
+            elif kind is MappingStartEvent or kind is SequenceStartEvent:
+                tag = None if event.tag == "!" else event.tag
+                node = (MappingNode if kind is MappingStartEvent else SequenceNode)(
+                    tag, [], event.start_mark, None, event.flow_style)
+                attach(node)
+                if len(stack) >= MAX_DEPTH:
+                    doc.error = _DepthRefused(event.start_mark)
+                    yield _link_pending_keys(doc, stack, keys)
+                    return
+                stack.append(node)
+                names.append(event.anchor)
+                keys.append(None)
+            elif kind is MappingEndEvent or kind is SequenceEndEvent:
+                node = stack.pop()
+                keys.pop()
+                name = names.pop()
+                if name:
+                    anchors[name] = node
+                    doc.anchored.add(id(node))
+            elif kind is AliasEvent:
+                attach(_Alias(event.anchor, anchors.get(event.anchor), event.start_mark))
+            elif kind is DocumentStartEvent:
+                doc = _Composed(None)
+                anchors = {}
+            elif kind is DocumentEndEvent:
+                yield doc
+            elif kind is StreamEndEvent or event is None:
+                return
+    finally:
+        dispose()
+
+
+def _link_pending_keys(doc: _Composed, stack: list[Any], keys: list[Any]) -> _Composed:
+    """A document cut short: the keys still waiting for their value are checked like the others."""
+    for collection, key in zip(stack, keys, strict=True):
+        if key is not None:
+            collection.value.append((key, ScalarNode(None, "", key.start_mark, key.start_mark)))
+    return doc
+
+
+# --- nodes -> values ---------------------------------------------------------------------------
 
 
 class _Builder:
-    def __init__(self, file: str, data: bytes) -> None:
+    """Plain values and positions from composed nodes, checking every rule on the way.
+
+    Nodes are visited in the order they were written, so the first fatal problem found is the
+    first in the file, whichever source composed the nodes.
+    """
+
+    def __init__(self, file: str) -> None:
         self.file = file
-        self.data = data
         self.documents: list[YamlDocument] = []
         self.diagnostics: list[Diagnostic] = []
-        self.stack: list[_Frame] = []
+        self.marks: list[int] = []
+        self.anchored: set[int] = set()
+        self.built: dict[int, tuple[Any, int, int]] = {}  # id of an anchored collection -> result
+        self.expanded = 0  # nodes added to the current document by aliases
+        # Every key once per file: libyaml gives each occurrence its own copy of "apiVersion".
+        self.names: dict[str, str] = {}
 
-    def human_path(self, *extra: str | int | None) -> str:
-        """The field path of the stack (plus ``extra``), for messages: ``spec.addresses[0]``."""
-        parts = [f.part for f in self.stack[1:]] + list(extra)
+    def build(self, composed: Iterator[_Composed]) -> None:
+        for doc in composed:
+            self.marks, self.anchored, self.built, self.expanded = [], doc.anchored, {}, 0
+            root = doc.root
+            if root is not None:  # checked even when cut short: its problems come first
+                value, _, block = self.child(root, 0, None, None)
+            if doc.error is not None:
+                error = doc.error
+                if isinstance(error, _DepthRefused):  # pragma: no cover - the node raised it already
+                    raise self.depth_refused(error.mark)
+                raise error
+            if root is not None:
+                mark = root.start_mark
+                self.documents.append(YamlDocument(value, mark.line + 1, mark.column + 1,
+                                                   array("q", self.marks), block))
+
+    def human_path(self, chain: _Chain, *extra: str | int | None) -> str:
+        """The field path of ``chain`` (plus ``extra``), for messages: ``spec.addresses[0]``."""
+        parts: list[str | int | None] = list(extra)
+        while chain is not None:
+            chain, part = chain
+            parts.insert(0, part)
         return format_path(tuple(p for p in parts if p is not None))
 
     def diag(self, mark: Any, message: str, path: str = "") -> None:
         self.diagnostics.append(Diagnostic(self.file, mark.line + 1, mark.column + 1, message, path))
 
-    def fatal(self, mark: Any, message: str, with_path: bool = True) -> YamlFileError:
-        path = self.human_path() if with_path else ""
-        return YamlFileError(Diagnostic(self.file, mark.line + 1, mark.column + 1, message, path))
+    def fatal(self, mark: Any, message: str, chain: _Chain) -> YamlFileError:
+        return YamlFileError(Diagnostic(self.file, mark.line + 1, mark.column + 1, message,
+                                        self.human_path(chain)))
 
-    def run(self) -> None:
-        next_event, dispose = _event_source(self.data)
-        try:
-            self.build(next_event)
-        finally:
-            dispose()
+    def depth_refused(self, mark: Any) -> YamlFileError:
+        return YamlFileError(Diagnostic(self.file, mark.line + 1, mark.column + 1, "mappings and lists "
+                                        f"nest deeper than {MAX_DEPTH} levels; refusing", ""))
 
-    def build(self, next_event: Callable[[], Any]) -> None:
-        stack = self.stack
-        anchors: dict[str, tuple[Any, int, int | None]] = {}  # name -> (value, nodes, container)
-        doc = YamlDocument(None, 1, 1)
-        expanded = 0  # nodes added to the current document by aliases
-        numbers = 0  # containers numbered so far in the current document
-        while (event := next_event()) is not None:
-            kind = type(event)
-            if kind is ScalarEvent:
-                top = stack[-1] if stack else None
-                if top is not None and top.is_map and top.key is None:
-                    self.take_key(top, event, doc)  # the commonest event: a key of a mapping
-                    continue
-                value = self.scalar(event, top)
-                if event.anchor:
-                    anchors[event.anchor] = (value, 1, None)
-                self.place(top, value, 1, _pack(event.start_mark), doc)
-            elif kind is MappingStartEvent or kind is SequenceStartEvent:
-                self.check_tag(event, "map" if kind is MappingStartEvent else "seq")
-                top = stack[-1] if stack else None
-                if top is not None and top.is_map and top.key is None:
-                    raise self.fatal(event.start_mark, "a mapping key must be a plain string, not a "
-                                     "mapping or a list")
-                if len(stack) >= MAX_DEPTH:
-                    raise self.fatal(event.start_mark, f"mappings and lists nest deeper than {MAX_DEPTH} "
-                                     "levels; refusing", with_path=False)
-                part = top.next_part() if top is not None else None
-                frame = _Frame({} if kind is MappingStartEvent else [], numbers, part, event.anchor)
-                numbers += 1
-                if top is None or part is not None:
-                    slot = _slot(top.number, part) if top is not None and part is not None else ""
-                    doc.positions[slot] = _pack(event.start_mark)
-                    doc.containers[slot] = frame.number
-                stack.append(frame)
-            elif kind is MappingEndEvent or kind is SequenceEndEvent:
-                frame = stack.pop()
-                if frame.anchor:
-                    anchors[frame.anchor] = (frame.container, frame.size, frame.number)
-                self.place(stack[-1] if stack else None, frame.container, frame.size, 0, doc)
-            elif kind is AliasEvent:
-                top = stack[-1] if stack else None
-                if event.anchor not in anchors:
-                    raise self.fatal(event.start_mark, f"alias *{event.anchor} refers to no anchor "
-                                     "defined before it (recursive or undefined anchors are not allowed)")
-                value, size, number = anchors[event.anchor]
-                expanded += size
-                if expanded > ALIAS_EXPANSION_LIMIT:
-                    raise self.fatal(event.start_mark, "aliases expand to more than "
-                                     f"{ALIAS_EXPANSION_LIMIT} nodes in this document; refusing "
-                                     "(is this a billion-laughs attack?)")
-                if top is not None and top.is_map and top.key is None:
-                    raise self.fatal(event.start_mark, "a mapping key must be a plain string, not an alias")
-                part = top.next_part() if top is not None else None
-                if number is not None and top is not None and part is not None:
-                    # Fields inside an alias are found where the anchor wrote them.
-                    doc.containers[_slot(top.number, part)] = number
-                self.place(top, value, size, _pack(event.start_mark), doc)
-            elif kind is DocumentStartEvent:
-                doc = YamlDocument(None, event.start_mark.line + 1, event.start_mark.column + 1)
-                anchors, expanded, numbers = {}, 0, 0
-            elif kind is DocumentEndEvent:
-                self.documents.append(doc)
-
-    def take_key(self, frame: _Frame, event: Any, doc: YamlDocument) -> None:
-        key = event.value
-        if event.tag is not None and event.tag != "!":
-            self.check_tag(event, "scalar")
-        if key == "<<" and event.implicit[0]:
-            self.diag(event.start_mark, "merge keys (<<) are not supported; write the fields out",
-                      self.human_path())
-            frame.key = _DROPPED
-        elif key in frame.container:
-            line, col = _unpack(doc.key_positions[_slot(frame.number, key)])
-            self.diag(event.start_mark, f'duplicate key "{key}" (first defined at line {line}, column {col})',
-                      self.human_path(key))
-            frame.key = _DROPPED  # the value that follows is dropped: the first definition wins
+    def child(self, node: Any, depth: int, chain: _Chain, part: str | int | None) -> tuple[Any, int, int]:
+        """(value, size in nodes, block in marks) of ``node``, ``depth`` collections deep;
+        ``chain``: the path of its parent, ``part``: its key or index there (for messages)."""
+        kind = type(node)
+        if kind is ScalarNode:
+            return self.scalar(node, chain, part), 1, -1
+        if kind is _Alias:
+            return self.alias(node, chain)
+        self.check_tag(node, _TAG + ("map" if kind is MappingNode else "seq"), chain)
+        if depth >= MAX_DEPTH:
+            raise self.depth_refused(node.start_mark)
+        if kind is MappingNode:
+            result = self.mapping(node, depth + 1, (chain, part))
         else:
-            frame.key = key
-            frame.key_pos = _pack(event.start_mark)
+            result = self.sequence(node, depth + 1, (chain, part))
+        if self.anchored and id(node) in self.anchored:
+            self.built[id(node)] = result
+        return result
 
-    def place(self, frame: _Frame | None, value: Any, size: int, position: int, doc: YamlDocument) -> None:
-        """Put a finished value into its parent; ``position`` 0: already recorded at its start."""
-        if frame is None:
-            doc.value = value
-            if position:
-                doc.positions[""] = position
-            return
-        frame.size += size
-        container = frame.container
-        if not frame.is_map:
-            if position:
-                doc.positions[f"{frame.number}[{len(container)}]"] = position
-            container.append(value)
-            return
-        key = frame.key
-        frame.key = None
-        if key is _DROPPED or key is None:
-            return
-        slot = f"{frame.number}.{key}"
-        doc.key_positions[slot] = frame.key_pos
-        if position:
-            doc.positions[slot] = position
-        container[key] = value
+    def mapping(self, node: Any, depth: int, chain: _Chain) -> tuple[Any, int, int]:
+        pairs = node.value
+        marks = self.marks
+        names = self.names
+        block = slot = len(marks)
+        marks += [0] * (3 * len(pairs))
+        result: dict[str, Any] = {}
+        size = 1
+        for key_node, value_node in pairs:
+            if type(key_node) is not ScalarNode:
+                raise self.refuse_key(key_node, chain)
+            key = key_node.value
+            key = names.setdefault(key, key)
+            key_tag = key_node.tag
+            if key_tag is not None and key_tag not in _SCALAR_TAGS:
+                raise self.bad_tag(key_node, chain)
+            part: str | None = key
+            if key == "<<" and key_tag is None:
+                self.diag(key_node.start_mark, "merge keys (<<) are not supported; write the fields out",
+                          self.human_path(chain))
+                part = None
+            elif key in result:
+                line, col = _unpack(marks[block + 3 * _index_of(result, key)])
+                self.diag(key_node.start_mark, f'duplicate key "{key}" (first defined at line {line}, '
+                          f"column {col})", self.human_path(chain, key))
+                part = None  # the value that follows is dropped: the first definition wins
+            if type(value_node) is ScalarNode:  # the commonest field: inline
+                tag = value_node.tag
+                text = value_node.value
+                if tag is None:
+                    value = text if text and text[0] not in _MAYBE_NOT_STR else resolve_plain(text)
+                elif tag == _STR:
+                    value = text
+                else:
+                    value = self.tagged(value_node, chain, part)
+                size += 1
+                inner = -1
+            else:
+                value, count, inner = self.child(value_node, depth, chain, part)
+                size += count
+            if part is not None:
+                result[key] = value
+                mark = key_node.start_mark
+                marks[slot] = (mark.line + 1) << 21 | (mark.column + 1)
+                mark = value_node.start_mark
+                marks[slot + 1] = (mark.line + 1) << 21 | (mark.column + 1)
+                marks[slot + 2] = inner
+                slot += 3
+        return result, size, block
 
-    def scalar(self, event: Any, frame: _Frame | None) -> Any:
-        tag = event.tag
-        text: str = event.value
-        if tag is None or tag == "!":
-            return resolve_plain(text) if event.implicit[0] else text
-        self.check_tag(event, "scalar")
-        if tag == _TAG + "str":
-            return text
+    def sequence(self, node: Any, depth: int, chain: _Chain) -> tuple[Any, int, int]:
+        items = node.value
+        marks = self.marks
+        block = slot = len(marks)
+        marks += [0] * (2 * len(items))
+        result: list[Any] = []
+        size = 1
+        for item in items:
+            if type(item) is ScalarNode:
+                tag = item.tag
+                text = item.value
+                if tag is None:
+                    value = text if text and text[0] not in _MAYBE_NOT_STR else resolve_plain(text)
+                elif tag == _STR:
+                    value = text
+                else:
+                    value = self.tagged(item, chain, len(result))
+                size += 1
+                inner = -1
+            else:
+                value, count, inner = self.child(item, depth, chain, len(result))
+                size += count
+            result.append(value)
+            mark = item.start_mark
+            marks[slot] = (mark.line + 1) << 21 | (mark.column + 1)
+            marks[slot + 1] = inner
+            slot += 2
+        return result, size, block
+
+    def refuse_key(self, node: Any, chain: _Chain) -> YamlFileError:
+        """The error for a mapping or an alias written as a mapping's key."""
+        if type(node) is _Alias:
+            self.alias(node, chain)
+            return self.fatal(node.start_mark, "a mapping key must be a plain string, not an alias", chain)
+        self.check_tag(node, _TAG + ("map" if type(node) is MappingNode else "seq"), chain)
+        return self.fatal(node.start_mark, "a mapping key must be a plain string, not a mapping or a list", chain)
+
+    def alias(self, node: _Alias, chain: _Chain) -> tuple[Any, int, int]:
+        target = node.target
+        if target is None:
+            raise self.fatal(node.start_mark, f"alias *{node.anchor} refers to no anchor defined before it "
+                             "(recursive or undefined anchors are not allowed)", chain)
+        if type(target) is ScalarNode:
+            result: tuple[Any, int, int] = (_scalar_value(target), 1, -1)
+        else:
+            result = self.built[id(target)]
+        self.expanded += result[1]
+        if self.expanded > ALIAS_EXPANSION_LIMIT:
+            raise self.fatal(node.start_mark, f"aliases expand to more than {ALIAS_EXPANSION_LIMIT} nodes in "
+                             "this document; refusing (is this a billion-laughs attack?)", chain)
+        return result
+
+    def scalar(self, node: Any, chain: _Chain, part: str | int | None) -> Any:
+        tag = node.tag
+        if tag is None:
+            return resolve_plain(node.value)
+        if tag == _STR:
+            return node.value
+        return self.tagged(node, chain, part)
+
+    def tagged(self, node: Any, chain: _Chain, part: str | int | None) -> Any:
+        """A scalar with an explicit tag other than !!str: allowed, and its value of that type."""
+        tag: str = node.tag
+        if tag not in _SCALAR_TAGS:
+            raise self.bad_tag(node, chain)
+        text: str = node.value
         value = resolve_plain(text)
         expected = _TAG_TYPES.get(tag)
         if expected is not None and (not isinstance(value, expected)
                                      or (expected is int and isinstance(value, bool))):
-            part = frame.next_part() if frame is not None else None
-            self.diag(event.start_mark, f"{text!r} is not a valid {tag.removeprefix(_TAG)}",
-                      self.human_path(part))
+            self.diag(node.start_mark, f"{text!r} is not a valid {tag.removeprefix(_TAG)}",
+                      self.human_path(chain, part))
         return value
 
-    def check_tag(self, event: Any, kind: str) -> None:
-        tag = event.tag
-        if tag is None or tag == "!":
-            return
-        allowed = _SCALAR_TAGS if kind == "scalar" else {_TAG + kind}
-        if tag not in allowed:
-            shown = "!!" + tag.removeprefix(_TAG) if tag.startswith(_TAG) else tag
-            raise self.fatal(event.start_mark, f"tag {shown} is not allowed: only the standard tags "
-                             "!!str, !!int, !!float, !!bool, !!null, !!map and !!seq are")
+    def check_tag(self, node: Any, allowed: str, chain: _Chain) -> None:
+        if node.tag is not None and node.tag != allowed:
+            raise self.bad_tag(node, chain)
+
+    def bad_tag(self, node: Any, chain: _Chain) -> YamlFileError:
+        tag: str = node.tag
+        shown = "!!" + tag.removeprefix(_TAG) if tag.startswith(_TAG) else tag
+        return self.fatal(node.start_mark, f"tag {shown} is not allowed: only the standard tags "
+                          "!!str, !!int, !!float, !!bool, !!null, !!map and !!seq are", chain)
+
+
+def _scalar_value(node: Any) -> Any:
+    """The value of a scalar already checked once (an alias to it repeats no message)."""
+    return node.value if node.tag == _STR else resolve_plain(node.value)
 
 
 def parse_yaml(data: bytes, file: str) -> tuple[list[YamlDocument], list[Diagnostic]]:
@@ -361,9 +586,19 @@ def parse_yaml(data: bytes, file: str) -> tuple[list[YamlDocument], list[Diagnos
     ``data`` must already be valid UTF-8. A syntax error stops the file (a YAML parser cannot
     resynchronise reliably); problems inside well-formed YAML (duplicate keys) are all reported.
     """
-    builder = _Builder(file, data)
+    if _CComposer is not None and not _may_hold_anchors(data) and not _may_nest_deep(data):
+        builder = _Builder(file)
+        try:
+            builder.build(_c_composed(data))
+        except YamlFileError as exc:
+            return [], [exc.diagnostic]
+        except YAMLError:
+            pass  # composed again from events below, which tell the first problem exactly
+        else:
+            return builder.documents, builder.diagnostics
+    builder = _Builder(file)
     try:
-        builder.run()
+        builder.build(_event_composed(data))
     except YamlFileError as exc:
         return [], [exc.diagnostic]
     except MarkedYAMLError as exc:
