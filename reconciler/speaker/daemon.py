@@ -36,6 +36,7 @@ from reconciler.speaker.packets import (
 )
 from reconciler.speaker.peers import PeerCounters, PeerLink
 from reconciler.speaker.responder import InterfaceSockets, Responder
+from reconciler.speaker.sched import prefer_short_slices
 from reconciler.speaker.sources import TableSource
 
 log = logging.getLogger(__name__)
@@ -166,6 +167,8 @@ class Speaker:
 
     def run(self) -> int:
         """Run until stopped; :class:`UsageError` when the speaker cannot work at all here."""
+        # Replies go out from this thread: let it preempt busy neighbours when a request comes.
+        prefer_short_slices()
         self.selector.register(self._wake_r, selectors.EVENT_READ, self._on_wake)
         self.links = LinkWatcher()
         self.selector.register(self.links.fileno(), selectors.EVENT_READ, self._on_link_event)
