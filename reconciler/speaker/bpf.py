@@ -84,7 +84,10 @@ def _lookup(keys: Sequence[int]) -> list[Instruction]:
 def _with_targets(prologue: list[Instruction], keys: Iterable[int] | None) -> list[Instruction] | None:
     if keys is None:
         return [*prologue, (RET_K, 0, 0, ACCEPT)]
-    program = prologue + _lookup(sorted(set(keys)))
+    unique = sorted(set(keys))
+    if 2 * len(unique) > MAX_INSTRUCTIONS:  # each key takes at least two instructions
+        return None
+    program = prologue + _lookup(unique)
     return program if len(program) <= MAX_INSTRUCTIONS else None
 
 
