@@ -341,6 +341,13 @@ def _loop_stalls_ms(cluster: Cluster) -> list[int]:
     return sorted(stalls)
 
 
+def _replies_sent(member: Member) -> float:
+    """ARP replies a speaker has sent so far, from its /metrics."""
+    text = member.http_get("/metrics", 7473)
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("portside_speaker_replies_sent_total{"))
+
+
 def arp_flood(cluster: Cluster, runs: int, rate: int, seconds: float, vips: int) -> dict[str, Any]:
     """who-has at ``rate``/s for ``vips`` IPs, all answered by a (b and c are candidates for each
     but elected for none), ``runs`` times; mid-run a new table generation is applied (the table
@@ -364,11 +371,13 @@ def arp_flood(cluster: Cluster, runs: int, rate: int, seconds: float, vips: int)
     write_datagrams(path, frames)
     stalls_before = len(_loop_stalls_ms(cluster))
     cpu: dict[str, list[float]] = {n: [] for n in "abc"}
+    replies: list[float] = []
     flapped, bad_samples, samples = 0, 0, 0
     for run in range(runs):
         wait_for(lambda g=generation: applied(g), 15, "the speakers to settle between runs")
         pids = {n: cluster.speakers[n].pid for n in "abc"}
         before = {n: _cpu_seconds(pid) for n, pid in pids.items()}
+        replies_before = _replies_sent(t["a"])
         flooder = t["client"].spawn(sys.executable, str(ROOT / "tests" / "udp_flood.py"), "packet:eth0", "0",
                                     str(seconds), str(rate), str(path), log_path=cluster.workdir / "arp-flood.log")
         began = time.monotonic()
@@ -391,6 +400,7 @@ def arp_flood(cluster: Cluster, runs: int, rate: int, seconds: float, vips: int)
         elapsed = time.monotonic() - began
         for n, pid in pids.items():
             cpu[n].append(100 * (_cpu_seconds(pid) - before[n]) / elapsed)
+        replies.append((_replies_sent(t["a"]) - replies_before) / elapsed)
         flapped += bad > 0
         bad_samples += bad
         print(f"arp flood run {run + 1}/{runs}: {bad} bad samples", file=sys.stderr, flush=True)
@@ -398,6 +408,7 @@ def arp_flood(cluster: Cluster, runs: int, rate: int, seconds: float, vips: int)
     return {
         "rate_per_second": rate, "vips": vips, "runs": runs, "seconds_per_run": seconds,
         "answering_a_cpu_percent": percentiles(cpu["a"]),
+        "a_replies_per_second": percentiles(replies),
         "non_elected_b_cpu_percent": percentiles(cpu["b"]),
         "non_elected_c_cpu_percent": percentiles(cpu["c"]),
         "status_samples": samples, "samples_with_a_flap": bad_samples, "runs_with_a_flap": flapped,
