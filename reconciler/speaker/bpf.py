@@ -6,8 +6,8 @@ address is one this socket answers for, so every other frame on the link, and ev
 an IP another node answers, is dropped in the kernel without waking the speaker.
 
 The target addresses are looked up with a binary search compiled into the program: ``jgt``
-splits the sorted keys in half until a leaf of a few ``jeq`` is left, so a lookup costs about
-log2(N) + 8 instructions. The filter only has to let through every frame that could be ours
+splits the sorted keys in half until a leaf of at most 32 ``jeq`` is left, so a lookup costs about
+2 log2(N/32) + 32 instructions. The filter only has to let through every frame that could be ours
 (Python still checks each one exactly): for IPv6 the key is the last 32 bits of the target.
 """
 
@@ -43,7 +43,7 @@ RET_K = 0x06
 MAX_INSTRUCTIONS = 4096  # BPF_MAXINSNS: the kernel refuses longer classic programs
 ACCEPT = 0x40000  # bytes of the frame to keep: all of any frame we read (RECV_SIZE is less)
 DROP = 0
-LEAF = 8  # keys compared one by one at the bottom of the search
+LEAF = 32  # keys compared one by one at the bottom of the search (jt offsets must stay < 256)
 
 SO_ATTACH_FILTER = 26
 _INSTRUCTION = struct.Struct("=HBBI")
@@ -67,14 +67,13 @@ def attach(sock: socket.socket, option: int, program: Sequence[Instruction]) -> 
 def _lookup(keys: Sequence[int]) -> list[Instruction]:
     """Accept when the accumulator is one of ``keys`` (sorted, unique), else drop.
 
-    Every exit is a ``ret`` next to its test and the long jumps are ``ja`` (32-bit offset), so
-    no 8-bit conditional offset overflows however many keys there are.
+    A leaf is a run of ``jeq`` that jump (8-bit offsets: leaves stay short) to the ``ret`` that
+    accepts, right after the one that drops; the halves are joined by ``ja`` (32-bit offset), so
+    no conditional offset overflows however many keys there are. About 1.1 instructions a key.
     """
     if len(keys) <= LEAF:
-        program: list[Instruction] = []
-        for key in keys:
-            program += [(JEQ_K, 0, 1, key), (RET_K, 0, 0, ACCEPT)]
-        return [*program, (RET_K, 0, 0, DROP)]
+        program: list[Instruction] = [(JEQ_K, len(keys) - i, 0, key) for i, key in enumerate(keys)]
+        return [*program, (RET_K, 0, 0, DROP), (RET_K, 0, 0, ACCEPT)]
     middle = len(keys) // 2
     low, high = _lookup(keys[:middle]), _lookup(keys[middle:])
     # Greater than the last low key: the ja to the high half; else fall into the low half.
@@ -85,7 +84,7 @@ def _with_targets(prologue: list[Instruction], keys: Iterable[int] | None) -> li
     if keys is None:
         return [*prologue, (RET_K, 0, 0, ACCEPT)]
     unique = sorted(set(keys))
-    if 2 * len(unique) > MAX_INSTRUCTIONS:  # each key takes at least two instructions
+    if len(unique) > MAX_INSTRUCTIONS:  # each key takes at least one instruction
         return None
     program = prologue + _lookup(unique)
     return program if len(program) <= MAX_INSTRUCTIONS else None
