@@ -208,3 +208,45 @@ def test_table_changes_swap_the_filter_without_losing_a_request(two_nodes: Topol
     wait_neighbour_moves(client, VIP_A, t["b"].mac)
     assert set(client.arping(VIP_A)) == {t["b"].mac}
     assert not [line for line in counted(t["b"]) if "frames_ignored" in line]
+
+
+@needs_root
+def test_applying_a_big_table_does_not_make_a_peer_look_dead(two_nodes: Topology,
+                                                             workdir: Path) -> None:  # noqa: F811
+    """Heartbeats have their own thread, so the event loop's table work (a 10,000-IP table: parse,
+    elect, gauges, filters) never holds them up: no peer looks dead and no IP moves back and forth.
+    (On a fast machine the work may stay under ``dead_after``; the bench's flood runs add load.)"""
+    t = two_nodes
+    write_table(workdir, t, [Announcement(VIP_A, "default/a", (), ("a", "b"))], nodes=NODES)
+    for node in NODES:
+        start(t, node, workdir)
+    wait_announcing(t["a"], [VIP_A])
+    wait_heard(t["a"], ["b"])
+    wait_heard(t["b"], ["a"])
+
+    # 10,000 IPs, half ranked a first and half b first, as the planner spreads them.
+    big = [Announcement(VIP_A, "default/a", (), ("a", "b"))]
+    big += [Announcement(f"10.78.{i // 250}.{i % 250 + 1}", f"default/s{i}", (), ("a", "b") if i % 2 else ("b", "a"))
+            for i in range(9_999)]
+    write_table(workdir, t, big, generation=2, nodes=NODES)
+    samples, seen_dead = 0, []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        states = {n: status(t[n]) for n in NODES}
+        if all(s is not None for s in states.values()):
+            samples += 1
+            seen_dead += [n for n, s in states.items() if s is not None and not all(s["peers"].values())]
+            if all(s is not None and s["generation"] == 2 for s in states.values()):
+                break
+        # Sampling at 20 Hz while the tables are applied is the observation itself.
+        time.sleep(0.05)
+    else:
+        raise AssertionError("the 10,000-IP table was not applied within 30 s")
+    assert samples > 0 and not seen_dead, f"peers looked dead to {seen_dead} while the table was applied"
+    a, b = status(t["a"]), status(t["b"])
+    assert a is not None and b is not None
+    assert len(a["announcing"]) == 5_000 and len(b["announcing"]) == 5_000
+    assert VIP_A in a["announcing"] and not set(a["announcing"]) & set(b["announcing"])
+    flaps = [line for n in NODES for line in (workdir / f"speaker-{n}.log").read_text().splitlines()
+             if "stopped announcing" in line]
+    assert not flaps, flaps
