@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import ipaddress
 import json
 import os
 import secrets
@@ -24,6 +25,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+
+from reconciler.speaker.packets import (
+    ARP_OP_REQUEST,
+    BROADCAST_MAC,
+    ETH_P_ARP,
+    ArpPacket,
+    encode_arp,
+    ethernet,
+    mac_to_bytes,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 SUBNET = "10.77.0"
@@ -227,3 +238,11 @@ def status(member: Member, port: int = 7473) -> dict[str, Any] | None:
         return result
     except (OSError, AssertionError):
         return None
+
+
+def who_has(member: Member, sender_ip: str, target: str) -> bytes:
+    """A broadcast ARP request from ``member`` for ``target``, as ``sender_ip`` (any sender may ask)."""
+    mac = mac_to_bytes(member.mac)
+    packet = ArpPacket(ARP_OP_REQUEST, mac, ipaddress.IPv4Address(sender_ip), bytes(6),
+                       ipaddress.IPv4Address(target))
+    return ethernet(BROADCAST_MAC, mac, ETH_P_ARP, encode_arp(packet))

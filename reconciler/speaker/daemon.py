@@ -36,6 +36,7 @@ from reconciler.speaker.packets import (
 )
 from reconciler.speaker.peers import PeerCounters, PeerLink
 from reconciler.speaker.responder import InterfaceSockets, Responder
+from reconciler.speaker.sched import prefer_short_slices
 from reconciler.speaker.sources import TableSource
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,8 @@ class SpeakerMetrics:
     def __init__(self, registry: Registry) -> None:
         p = "portside_speaker_"
         self.requests = registry.counter(p + "requests_received_total",
-                                         "ARP requests / Neighbor Solicitations for IPs in the table",
+                                         "ARP requests / Neighbor Solicitations for IPs in the table that "
+                                         "reached the speaker (the kernel drops those for IPs it does not answer)",
                                          ["protocol", "ip"])
         self.replies = registry.counter(p + "replies_sent_total",
                                         "ARP replies / Neighbor Advertisements sent", ["protocol", "ip"])
@@ -165,6 +167,8 @@ class Speaker:
 
     def run(self) -> int:
         """Run until stopped; :class:`UsageError` when the speaker cannot work at all here."""
+        # Replies go out from this thread: let it preempt busy neighbours when a request comes.
+        prefer_short_slices()
         self.selector.register(self._wake_r, selectors.EVENT_READ, self._on_wake)
         self.links = LinkWatcher()
         self.selector.register(self.links.fileno(), selectors.EVENT_READ, self._on_link_event)
@@ -343,12 +347,13 @@ class Speaker:
         revived = self.peers.take_revived()
         refresh = {ip for ip, a in new.items() if revived & set(a.candidates)} - change.taken
         _log_ips("announcing", change.taken, new)
+        # The kernel filters let the new IPs' requests through before the first gratuitous ARP
+        # tells clients to ask us (the takeover is not delayed: a filter swap takes microseconds).
+        self._update_interfaces()
         for ip in sorted(change.taken | refresh):
             # A revived lower-ranked peer may have answered for this IP while it could not hear
             # us (a partition); announce again so clients that followed it come back.
             self._announce(ip, now)
-        if change.taken or change.released:
-            self._update_ndp_groups()
 
     def _queue_gratuitous(self, ip: str) -> None:
         if ip not in self._garp_queued:
@@ -419,7 +424,7 @@ class Speaker:
             if index in self.interfaces:
                 continue
             try:
-                iface = InterfaceSockets(link)
+                iface = InterfaceSockets(link, self._targets(link))
             except PermissionError as exc:
                 self._raw_denied = True
                 log.error("cannot open raw sockets on %s: %s (CAP_NET_RAW is needed)", link.name, exc)
@@ -437,7 +442,7 @@ class Speaker:
 
     def _refresh_interface(self, iface: InterfaceSockets) -> None:
         """A new interface or a new MAC: announce our IPs there so clients learn it."""
-        self._update_ndp_groups()
+        self._update_interfaces()
         now = time.monotonic()
         for ip in self.elected:
             if self._announces_on(iface.link, ip):
@@ -452,11 +457,20 @@ class Speaker:
             self.selector.unregister(sock)
         iface.close()
 
-    def _update_ndp_groups(self) -> None:
+    def _targets(self, link: Link) -> list[str]:
+        """The IPs answered on ``link``: the only ones whose requests its kernel filter lets through."""
+        return [ip for ip in self.elected if self._announces_on(link, ip)]
+
+    def _update_interfaces(self) -> None:
+        """Filter each interface's sockets for, and join the solicited-node groups of, its IPs."""
         for iface in self.interfaces.values():
-            ipv6 = [ip for ip in self.elected if ":" in ip and self._announces_on(iface.link, ip)]
+            targets = self._targets(iface.link)
             try:
-                iface.join_solicited_node_groups(ipv6)
+                iface.set_targets(targets)
+            except OSError as exc:
+                log.warning("cannot filter for our IPs on %s: %s", iface.link.name, exc)
+            try:
+                iface.join_solicited_node_groups(ip for ip in targets if ":" in ip)
             except OSError as exc:
                 log.warning("cannot join solicited-node groups on %s: %s", iface.link.name, exc)
 

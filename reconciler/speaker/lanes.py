@@ -14,13 +14,13 @@ Where the kernel refuses the program, one socket takes everything, as before.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import ipaddress
 import logging
 import socket
 import struct
 
+from reconciler.speaker.bpf import JEQ_K, LD_W_ABS, RET_K, Instruction, attach
 from reconciler.speaker.heartbeat import TICKET_LEN, TICKET_OFFSET
 
 log = logging.getLogger(__name__)
@@ -28,18 +28,11 @@ log = logging.getLogger(__name__)
 SO_ATTACH_REUSEPORT_CBPF = 51  # <asm-generic/socket.h>; not in Python's socket module
 RECEIVE_BUFFER = 1 << 20
 
-# Classic BPF opcodes (<linux/filter.h>).
-_LD_W_ABS = 0x20
-_JEQ_K = 0x15
-_RET_K = 0x06
-_INSTRUCTION = struct.Struct("=HBBI")  # struct sock_filter
-_PROGRAM = struct.Struct("@HP")  # struct sock_fprog: length, then a pointer (native alignment)
-
 _NOT_SUPPORTED = (errno.ENOPROTOOPT, errno.EOPNOTSUPP, errno.EINVAL, errno.EPERM)
 OPEN, TRUSTED = 0, 1  # socket indexes in the reuseport group: the order they were bound in
 
 
-def steering_program(ticket: bytes) -> list[tuple[int, int, int, int]]:
+def steering_program(ticket: bytes) -> list[Instruction]:
     """(code, jt, jf, k) instructions: TRUSTED when the ticket field equals ``ticket``, else OPEN.
 
     The reuseport program sees the UDP payload at offset 0. A datagram too short to hold a
@@ -48,20 +41,13 @@ def steering_program(ticket: bytes) -> list[tuple[int, int, int, int]]:
     assert len(ticket) == TICKET_LEN
     high, low = struct.unpack("!II", ticket)
     return [
-        (_LD_W_ABS, 0, 0, TICKET_OFFSET),
-        (_JEQ_K, 0, 3, high),
-        (_LD_W_ABS, 0, 0, TICKET_OFFSET + 4),
-        (_JEQ_K, 0, 1, low),
-        (_RET_K, 0, 0, TRUSTED),
-        (_RET_K, 0, 0, OPEN),
+        (LD_W_ABS, 0, 0, TICKET_OFFSET),
+        (JEQ_K, 0, 3, high),
+        (LD_W_ABS, 0, 0, TICKET_OFFSET + 4),
+        (JEQ_K, 0, 1, low),
+        (RET_K, 0, 0, TRUSTED),
+        (RET_K, 0, 0, OPEN),
     ]
-
-
-def _attach(sock: socket.socket, program: list[tuple[int, int, int, int]]) -> None:
-    code = ctypes.create_string_buffer(b"".join(_INSTRUCTION.pack(*i) for i in program))
-    # The kernel copies the program during the call: the buffer only has to outlive it.
-    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF,
-                    _PROGRAM.pack(len(program), ctypes.addressof(code)))
 
 
 class HeartbeatSockets:
@@ -100,7 +86,7 @@ class HeartbeatSockets:
             open_lane.close()
             raise
         try:
-            _attach(open_lane, steering_program(ticket))
+            attach(open_lane, SO_ATTACH_REUSEPORT_CBPF, steering_program(ticket))
         except OSError:
             open_lane.close()
             trusted.close()

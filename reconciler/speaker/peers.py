@@ -40,6 +40,7 @@ from reconciler.speaker.heartbeat import (
     encode_heartbeat,
 )
 from reconciler.speaker.lanes import HeartbeatSockets
+from reconciler.speaker.sched import prefer_short_slices
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +196,7 @@ class PeerLink:
     # --- the thread -----------------------------------------------------------------------------
 
     def _run(self) -> None:
+        prefer_short_slices()  # heartbeats on time even when the node's cores are busy
         next_send = 0.0
         next_bind = 0.0
         while not self._stop.is_set():

@@ -8,11 +8,12 @@ keeps them after the speaker stops; the only answers come from here.
 from __future__ import annotations
 
 import contextlib
-import ctypes
+import logging
 import socket
 import struct
 from collections.abc import Callable, Iterable
 
+from reconciler.speaker import bpf
 from reconciler.speaker.links import Link
 from reconciler.speaker.packets import (
     ETH_P_ARP,
@@ -23,59 +24,36 @@ from reconciler.speaker.packets import (
     solicited_node_mac,
 )
 
+log = logging.getLogger(__name__)
+
 SOL_PACKET = 263
 PACKET_ADD_MEMBERSHIP = 1
 PACKET_DROP_MEMBERSHIP = 2
 PACKET_MR_MULTICAST = 0
 PACKET_OUTGOING = 4
 PACKET_IGNORE_OUTGOING = 23
-SO_ATTACH_FILTER = 26
 RECV_SIZE = 2048
 MAX_BURST = 64  # frames handled per wakeup before looking at other sockets and timers
 
-# Classic BPF: keep only ARP requests that are not gratuitous (sender IP != target IP). When
-# thousands of IPs move, every speaker broadcasts gratuitous ARP for each of them; without this
-# filter every other speaker would wake up for each frame only to drop it.
-_ARP_REQUEST_FILTER = [
-    (0x28, 0, 0, 12),      # ldh [12]            ethertype
-    (0x15, 0, 7, 0x0806),  # jeq ARP else drop
-    (0x28, 0, 0, 20),      # ldh [20]            operation
-    (0x15, 0, 5, 1),       # jeq request else drop
-    (0x20, 0, 0, 28),      # ld [28]             sender IP
-    (0x07, 0, 0, 0),       # tax
-    (0x20, 0, 0, 38),      # ld [38]             target IP
-    (0x1D, 1, 0, 0),       # jeq x: gratuitous, drop
-    (0x06, 0, 0, 0x40000),  # ret 256 KiB: accept
-    (0x06, 0, 0, 0),       # ret 0: drop
-]
 
-# Classic BPF: keep only ICMPv6 Neighbor Solicitations without extension headers, so the
-# speaker is not woken for every IPv6 packet on the link.
-_NS_FILTER = [
-    (0x28, 0, 0, 12),      # ldh [12]            ethertype
-    (0x15, 0, 5, 0x86DD),  # jeq IPv6 else drop
-    (0x30, 0, 0, 20),      # ldb [20]            next header
-    (0x15, 0, 3, 58),      # jeq ICMPv6 else drop
-    (0x30, 0, 0, 54),      # ldb [54]            ICMPv6 type
-    (0x15, 0, 1, 135),     # jeq NS else drop
-    (0x06, 0, 0, 0x40000),  # ret 256 KiB: accept
-    (0x06, 0, 0, 0),       # ret 0: drop
-]
+def _filter(protocol: int, targets: frozenset[str]) -> list[bpf.Instruction]:
+    """The kernel filter for one socket: requests for ``targets`` only, or for any IP if too many."""
+    build = bpf.arp_request_filter if protocol == ETH_P_ARP else bpf.neighbor_solicitation_filter
+    program = build(targets)
+    if program is None:  # more IPs than a program can hold: filter by frame type, Python does the rest
+        log.info("%d IPs are more than a kernel filter holds: %s requests for any IP reach the speaker",
+                 len(targets), "ARP" if protocol == ETH_P_ARP else "NDP")
+        program = build(None)
+        assert program is not None
+    return program
 
 
-def _attach_filter(sock: socket.socket, program: list[tuple[int, int, int, int]]) -> None:
-    code = b"".join(struct.pack("HBBI", *insn) for insn in program)
-    buffer = ctypes.create_string_buffer(code)
-    fprog = struct.pack("HL", len(program), ctypes.addressof(buffer))
-    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
-
-
-def _packet_socket(link: Link, protocol: int, program: list[tuple[int, int, int, int]]) -> socket.socket:
+def _packet_socket(link: Link, protocol: int, targets: frozenset[str]) -> socket.socket:
     # Created with protocol 0 (receives nothing) and bound only once the filter is attached, so
     # no unfiltered frame is ever queued.
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
     try:
-        _attach_filter(sock, program)
+        bpf.attach(sock, bpf.SO_ATTACH_FILTER, _filter(protocol, targets))
         with contextlib.suppress(OSError):  # Linux >= 4.20; else own frames are dropped in Python
             sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
         sock.bind((link.name, protocol))
@@ -89,17 +67,38 @@ Responder = Callable[[bytes, bytes, Callable[[str], bool]], Answer]
 
 
 class InterfaceSockets:
-    """The ARP and the NDP socket of one interface."""
+    """The ARP and the NDP socket of one interface, each filtered in the kernel for our IPs.
 
-    def __init__(self, link: Link) -> None:
+    ``targets`` are the IPs answered on this interface; requests for any other IP (and every
+    other frame) never reach the speaker. No frame that should be answered is lost when the
+    targets change: attaching a filter replaces the old one atomically, and frames already
+    queued under the old one are still checked in Python.
+    """
+
+    def __init__(self, link: Link, targets: Iterable[str] = ()) -> None:
         self.link = link
-        self.arp = _packet_socket(link, ETH_P_ARP, _ARP_REQUEST_FILTER)
+        ips = frozenset(targets)
+        self._ipv4 = frozenset(ip for ip in ips if ":" not in ip)
+        self._ipv6 = ips - self._ipv4
+        self.arp = _packet_socket(link, ETH_P_ARP, self._ipv4)
         try:
-            self.ndp = _packet_socket(link, ETH_P_IPV6, _NS_FILTER)
+            self.ndp = _packet_socket(link, ETH_P_IPV6, self._ipv6)
         except OSError:
             self.arp.close()
             raise
         self._groups: set[bytes] = set()
+
+    def set_targets(self, targets: Iterable[str]) -> None:
+        """Let through requests for exactly these IPs from now on (re-filters only what changed)."""
+        ips = frozenset(targets)
+        ipv4 = frozenset(ip for ip in ips if ":" not in ip)
+        ipv6 = ips - ipv4
+        if ipv4 != self._ipv4:
+            bpf.attach(self.arp, bpf.SO_ATTACH_FILTER, _filter(ETH_P_ARP, ipv4))
+            self._ipv4 = ipv4
+        if ipv6 != self._ipv6:
+            bpf.attach(self.ndp, bpf.SO_ATTACH_FILTER, _filter(ETH_P_IPV6, ipv6))
+            self._ipv6 = ipv6
 
     def sockets(self) -> list[tuple[socket.socket, str, Responder]]:
         return [(self.arp, "arp", answer_arp), (self.ndp, "ndp", answer_ndp)]
