@@ -613,6 +613,11 @@ def parse_yaml(data: bytes, file: str) -> tuple[list[YamlDocument], list[Diagnos
 
 def _syntax_diagnostic(file: str, exc: MarkedYAMLError) -> Diagnostic:
     mark = exc.problem_mark or exc.context_mark
+    if "maximum nesting depth" in (exc.problem or ""):
+        # libyaml from 0.2.6 on stops at its own depth (1,000) while scanning ahead, before the
+        # events of our MAX_DEPTH arrive: the same refusal, in the same words, whichever libyaml.
+        line = mark.line + 1 if mark is not None else 1
+        return Diagnostic(file, line, 1, f"mappings and lists nest deeper than {MAX_DEPTH} levels; refusing")
     message = f"YAML syntax error: {exc.problem}"
     if exc.context:
         message += f" {exc.context}"
