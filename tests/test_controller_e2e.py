@@ -354,8 +354,10 @@ def test_cluster_services_drift_and_events(world: World, processes: list[Portsid
                                                     "metadata: {name: blog}\nspec: {tunnel: home, port: x}\n"})
     run.webhook()
     wait_for(lambda: run.status()["lastAttemptedRevision"] == broken)
+    # The attempt is recorded when it starts, its errors when it ends.
+    wait_for(lambda: any(line.startswith("routes/blog.yaml:4:") for line in run.status()["errors"]),
+             what="the broken revision refused with its file:line")
     assert run.status()["lastAppliedRevision"] == first
-    assert any(line.startswith("routes/blog.yaml:4:") for line in run.status()["errors"]), run.status()["errors"]
     events = wait_for(lambda: [e for e in kube.list_objects("Event", "portside-system")
                                if e["reason"] == "InvalidRevision"], what="an Event")
     assert broken in events[0]["message"] and "routes/blog.yaml:4:" in events[0]["message"]
