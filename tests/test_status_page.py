@@ -37,6 +37,7 @@ from reconciler.planning.engine import ApplyPolicy, ReconcileResult, reconcile
 from reconciler.planning.live import (
     METALLB_LOADBALANCER_IPS,
     DNSRecord,
+    LiveConnectors,
     LiveNode,
     LiveService,
     LiveState,
@@ -402,7 +403,7 @@ def test_dns_records_owned_and_in_conflict() -> None:
     plan = make_plan(desired, live)
     page = Page(render_status_page({"errors": []}, network_view(desired, live, plan), plan, now=0.0))
     page.assert_inert()
-    rows = page.table("hostname", "zone", "CNAME to", "state")
+    rows = page.table("record", "zone", "points to", "state")
     target = "6ff42ae2-765d-4adf-8112-31c55c1551ef.cfargotunnel.com"
     assert [row[1:] for row in rows] == [["example.dev", "203.0.113.9", "conflict"],
                                          ["example.dev", target, "owned"], ["example.dev", target, "owned"]]
@@ -426,3 +427,22 @@ def test_a_remote_tunnel_not_read_shows_its_declared_routes() -> None:
     assert page.table("#", "hostname", "target", "Service") == [
         ["1", "app-0000.example.dev", "Service ns-0/svc-0000:80", "ns-0/svc-0000"],
         ["2", "app-0001.example.dev", "Service ns-1/svc-0001:80", "ns-1/svc-0001"]]
+
+
+def test_the_connector_as_the_last_read_found_it() -> None:
+    desired = desired_for(1)
+    tunnel = desired.tunnels[0]
+    spec = {**tunnel.spec.model_dump(exclude_none=True), "accountId": "acc", "connector": {"where": "cluster"}}
+    kept = Tunnel.model_validate({"apiVersion": "portside.io/v1alpha1", "kind": "Tunnel",
+                                  "metadata": {"name": tunnel.metadata.name}, "spec": spec})
+    desired = replace(desired, tunnels=(kept,))
+    found = LiveConnectors(cluster=True, deployments={tunnel.metadata.name: {
+        "spec": {"replicas": 2}, "status": {"readyReplicas": 1}}})
+    cases = ((live_for(desired), "Deployment in the cluster, not created yet"),
+             (replace(live_for(desired), connectors=found), "Deployment in the cluster, 1/2 replicas ready"))
+    for live, shown in cases:
+        plan = make_plan(desired, live)
+        assert [t.connector for t in network_view(desired, live, plan).tunnels] == [shown]
+    plain = desired_for(1)
+    assert [t.connector for t in network_view(plain, live_for(plain), make_plan(plain, live_for(plain))).tunnels] \
+        == ["run by you (not kept by portside)"]

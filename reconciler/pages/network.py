@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from reconciler.common.errors import StateError
 from reconciler.desired.ipranges import IPRange, RangeSyntaxError, parse_range
-from reconciler.desired.models import L2Advertisement, LabelSelector, TunnelRoute
+from reconciler.desired.models import L2Advertisement, LabelSelector, TunnelConnector, TunnelRoute
 from reconciler.desired.state import DesiredState
 from reconciler.planning.announce import selects_node, selects_pool
 from reconciler.planning.announcement_table import decode_table
@@ -311,10 +311,26 @@ def _tunnels(desired: DesiredState, live: LiveState, by_kind: Mapping[str, list[
         ident = spec.tunnelId or (found.tunnel_id if found and found.tunnel_id else None) or spec.tunnelName or name
         out.append(TunnelView(
             name=name, mode=spec.mode, ident=ident, status=_tunnel_status(spec.mode, found),
-            connector="not reported to portside", rules=rules,
+            connector=_connector(tunnel.spec.connector, name, live), rules=rules,
             state="conflict" if conflict else "ok", reason=conflict.reason if conflict else "",
         ))
     return tuple(out)
+
+
+def _connector(connector: TunnelConnector | None, name: str, live: LiveState) -> str:
+    """What portside knows of the tunnel's connector from the last read (no extra API call)."""
+    if connector is None:
+        return "run by you (not kept by portside)"
+    found = live.connectors
+    if connector.where == "host":
+        written = found is not None and name in found.units
+        return "systemd unit on the host" + ("" if written else " (written by the next apply)")
+    deployment = found.deployments.get(name) if found is not None else None
+    if deployment is None:
+        return "Deployment in the cluster, not created yet"
+    wanted = (deployment.get("spec") or {}).get("replicas", 1)
+    ready = (deployment.get("status") or {}).get("readyReplicas", 0)
+    return f"Deployment in the cluster, {ready}/{wanted} replicas ready"
 
 
 def _record(change: Change) -> RecordView | None:

@@ -294,5 +294,5 @@ def _records(view: NetworkView) -> Markup:
                el("td", badge("owned", "ok") if r.state == "ok" else badge("conflict", "conflict")),
                class_=None if r.state == "ok" else "conflict")
             for r in view.records]
-    return _table(("hostname", "zone", "CNAME to", "state"), rows)
+    return _table(("record", "zone", "points to", "state"), rows)
 
