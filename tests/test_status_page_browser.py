@@ -13,9 +13,11 @@ Run as a script to refresh the README's screenshot:
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -114,9 +116,11 @@ class DevTools:
 @contextmanager
 def chromium(binary: str) -> Iterator[str]:
     """A headless Chromium with a fresh profile; yields its DevTools HTTP address."""
-    with tempfile.TemporaryDirectory(prefix="portside-chromium-") as profile:
+    # Chromium's helper processes may still write into the profile as the browser exits: the whole
+    # process group is ended, and what they leave behind does not fail the test.
+    with tempfile.TemporaryDirectory(prefix="portside-chromium-", ignore_cleanup_errors=True) as profile:
         proc = subprocess.Popen([binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
         try:
             port_file = Path(profile) / "DevToolsActivePort"
             deadline = time.monotonic() + DEADLINE
@@ -129,12 +133,16 @@ def chromium(binary: str) -> Iterator[str]:
                 time.sleep(0.05)  # polling a file Chromium writes once, under a deadline
             yield f"127.0.0.1:{port_file.read_text().split()[0]}"
         finally:
-            proc.terminate()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
             try:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # helpers still alive after the browser
 
 
 def load_page(binary: str, url: str, width: int = 1280) -> PageLoad:
