@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.kube import Cluster
 
 from tests.conftest import run_cli
 from tests.fakes.cloudflare_api import FakeCloudflare
+from tests.kube import Cluster
 
 pytestmark = pytest.mark.kube
 ACCOUNT = "0123456789abcdef0123456789abcdef"
