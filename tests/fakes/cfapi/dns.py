@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import ipaddress
-import threading
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -21,6 +20,7 @@ from tests.fakes.cfapi.envelopes import (
     _now,
     _paginate,
     _Response,
+    _SharedState,
     _string_match,
 )
 
@@ -232,17 +232,8 @@ def _tag_filter(op: str, value: str) -> Callable[[dict[str, Any]], bool]:
 
 
 
-class _Dns:
+class _Dns(_SharedState):
     """DNS records."""
-
-    # State shared with the other parts of FakeCloudflare (set in its __init__).
-    _lock: threading.RLock
-    account_id: str
-    _accounts: dict[str, str]
-    _zones: dict[str, dict[str, Any]]
-    _records: dict[str, list[dict[str, Any]]]
-    _tunnels: dict[str, dict[str, Any]]
-    _configs: dict[str, dict[str, Any]]
 
     def _zone(self, zone_id: str, path: str | None = None) -> dict[str, Any]:
         raise NotImplementedError  # provided by _Zones

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import re
+import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -176,3 +177,15 @@ def _fault_response(fault: Fault) -> _Response:
     if fault.raw_body is not None:
         return _Response(fault.status, None, headers, raw=fault.raw_body)
     return _Response(fault.status, _error_envelope([{"code": fault.code, "message": fault.message}]), headers)
+
+
+class _SharedState:
+    """The state every part of FakeCloudflare (zones, DNS, tunnels) works on; set in its __init__."""
+
+    _lock: threading.RLock
+    account_id: str
+    _accounts: dict[str, str]
+    _zones: dict[str, dict[str, Any]]
+    _records: dict[str, list[dict[str, Any]]]
+    _tunnels: dict[str, dict[str, Any]]
+    _configs: dict[str, dict[str, Any]]

@@ -8,7 +8,6 @@ import copy
 import json
 import os
 import re
-import threading
 import uuid
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,6 +21,7 @@ from tests.fakes.cfapi.envelopes import (
     _now,
     _paginate,
     _Response,
+    _SharedState,
 )
 
 
@@ -109,17 +109,9 @@ def _service_problem(service: Any) -> str | None:
 
 
 
-class _Tunnels:
+class _Tunnels(_SharedState):
     """Tunnels and tunnel configurations."""
 
-    # State shared with the other parts of FakeCloudflare (set in its __init__).
-    _lock: threading.RLock
-    account_id: str
-    _accounts: dict[str, str]
-    _zones: dict[str, dict[str, Any]]
-    _records: dict[str, list[dict[str, Any]]]
-    _tunnels: dict[str, dict[str, Any]]
-    _configs: dict[str, dict[str, Any]]
     _secrets: dict[str, str]  # tunnel id -> base64 tunnel secret (never in a tunnel object)
 
     def _account(self, account_id: str) -> None:

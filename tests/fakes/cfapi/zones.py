@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 import copy
-import threading
 import uuid
 from typing import Any
 
-from tests.fakes.cfapi.envelopes import _HEX32, ApiError, _envelope, _no_route, _now, _paginate, _Response
+from tests.fakes.cfapi.envelopes import _HEX32, ApiError, _envelope, _no_route, _now, _paginate, _Response, _SharedState
 
 
-class _Zones:
+class _Zones(_SharedState):
     """Accounts and zones."""
-
-    # State shared with the other parts of FakeCloudflare (set in its __init__).
-    _lock: threading.RLock
-    account_id: str
-    _accounts: dict[str, str]
-    _zones: dict[str, dict[str, Any]]
-    _records: dict[str, list[dict[str, Any]]]
-    _tunnels: dict[str, dict[str, Any]]
-    _configs: dict[str, dict[str, Any]]
 
     def add_account(self, name: str = "Other account", account_id: str | None = None) -> str:
         with self._lock:
