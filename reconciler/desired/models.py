@@ -6,10 +6,11 @@ fields: a typo must be an error, never silently ignored. Semantic checks that ne
 field or document (overlapping pools, references) live in :mod:`reconciler.desired.validate`.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: pydantic would have to evaluate every field's
+# annotation from its string when the class is created, about 10 ms of every start.
 
 import functools
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
 from pydantic import (
     AfterValidator,
@@ -84,9 +85,13 @@ def duration_seconds(value: str | int) -> int | float:
 
 
 class Strict(BaseModel):
-    """Base of every document model: unknown fields are errors, values are immutable."""
+    """Base of every document model: unknown fields are errors, values are immutable.
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    Validators are built on first use, not at import: building all of them cost more than the rest
+    of a small `portside validate`, and a repo without tunnels never needs the tunnel kinds'.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, defer_build=True)
 
 
 class Metadata(Strict):
@@ -102,7 +107,7 @@ class LabelSelectorRequirement(Strict):
     values: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _values_match_operator(self) -> LabelSelectorRequirement:
+    def _values_match_operator(self) -> Self:
         if self.operator in ("In", "NotIn") and not self.values:
             raise ValueError(f"operator {self.operator} needs at least one value")
         if self.operator in ("Exists", "DoesNotExist") and self.values:
@@ -280,7 +285,7 @@ class Toleration(Strict):
     tolerationSeconds: int | None = None
 
     @model_validator(mode="after")
-    def _consistent(self) -> Toleration:
+    def _consistent(self) -> Self:
         if self.operator == "Exists" and self.value:
             raise ValueError("a toleration with operator Exists takes no value")
         if self.operator == "Equal" and self.key is None:
@@ -317,7 +322,7 @@ class TunnelConnector(Strict):
         "/etc/cloudflared/<tunnel>.token)")
 
     @model_validator(mode="after")
-    def _fits_where(self) -> TunnelConnector:
+    def _fits_where(self) -> Self:
         cluster_only = ("replicas", "image", "resources", "nodeSelector", "tolerations")
         host_only = ("cloudflaredPath", "tokenFile")
         wrong = [f for f in (cluster_only if self.where == "host" else host_only) if f in self.model_fields_set]
@@ -341,7 +346,7 @@ class TunnelSpec(Strict):
     connector: TunnelConnector | None = None
 
     @model_validator(mode="after")
-    def _identity(self) -> TunnelSpec:
+    def _identity(self) -> Self:
         if self.mode == "remote" and not self.accountId:
             raise ValueError("a remote tunnel needs accountId (the Cloudflare account that owns it)")
         if self.create and not self.tunnelName:
@@ -379,7 +384,7 @@ class TunnelRouteSpec(Strict):
     adopt: bool = False
 
     @model_validator(mode="after")
-    def _one_target(self) -> TunnelRouteSpec:
+    def _one_target(self) -> Self:
         if (self.service is None) == (self.url is None):
             raise ValueError("give exactly one of service (an in-cluster Service) or url")
         return self
@@ -407,7 +412,7 @@ class AddressSource(Strict):
     timeout: Duration = "5s"
 
     @model_validator(mode="after")
-    def _one_kind(self) -> AddressSource:
+    def _one_kind(self) -> Self:
         if (self.url is None) == (self.interface is None):
             raise ValueError("give exactly one of url (an endpoint that answers with your address) or "
                              "interface (a local interface whose address to use)")
@@ -440,7 +445,7 @@ class DynamicDNSSpec(Strict):
     interval: Duration = "5m"  # how often `portside run` looks the address up again
 
     @model_validator(mode="after")
-    def _sane(self) -> DynamicDNSSpec:
+    def _sane(self) -> Self:
         if self.ipv4 is None and self.ipv6 is None:
             raise ValueError("declare ipv4, ipv6 or both: which addresses the records follow")
         if self.ttl != 1 and not 60 <= self.ttl <= 86400:
