@@ -15,9 +15,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
-
 from reconciler.common.atomic import write_atomic
 from reconciler.common.errors import StateError
 from reconciler.desired.state import DesiredState
@@ -122,6 +119,10 @@ def delete_local_tunnel(where: Path | ConfigStore, name: str) -> None:
 
 def parse_config(name: str, text: str, where: str) -> LiveTunnel:
     """A cloudflared config file's text as a LiveTunnel (durations normalised to seconds)."""
+    # ruamel is imported here, not at the top: a repo without local tunnels never reads a config.
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
     try:
         data: Any = YAML(typ="safe").load(text)
     except YAMLError as exc:
@@ -155,6 +156,8 @@ def render_config(config: Mapping[str, JSON]) -> str:
             entry["originRequest"] = origin_request_yaml(entry["originRequest"])
         ingress.append(entry)
     doc["ingress"] = ingress
+    from ruamel.yaml import YAML
+
     yaml = YAML(typ="safe")
     yaml.default_flow_style = False
     yaml.sort_base_mapping_type_on_output = False  # type: ignore[assignment]
