@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,51 @@ def test_missing_and_corrupt_files(tmp_path: Path) -> None:
     assert "no ingress list" in str(read_local_tunnels(tmp_path, example())["home"].error)
     assert apply_local(tmp_path, example(), IPS) == ["cloudflared/home.yml"]
     assert apply_local(tmp_path, example(), IPS) == []
+
+
+def test_a_corrupt_file_is_named_with_its_line_and_nothing_is_written(tmp_path: Path) -> None:
+    config = tmp_path / "cloudflared" / "home.yml"
+    config.parent.mkdir()
+    for text, line in (("tunnel: x\ningress:\n- service: a\n  service: b\n", 4),  # a duplicate key
+                       ("tunnel: x\ningress:\n- hostname: [a\n", 4),
+                       ("tunnel: x\ningress: !!python/object:os.system []\n", 2)):
+        config.write_text(text)
+        error = read_local_tunnels(tmp_path, example())["home"].error
+        assert error is not None and error.startswith(f"{config}:{line}:") and "not valid YAML" in error, error
+        assert config.read_text() == text and sorted(p.name for p in config.parent.iterdir()) == ["home.yml"]
+    config.write_text("tunnel: x\ningress: []\n---\ntunnel: y\ningress: []\n")
+    assert "2 documents" in str(read_local_tunnels(tmp_path, example())["home"].error)
+
+
+@pytest.mark.parametrize("text", [".5e3", ".iNf", "0x 1F", "0x0x1", "12", "1_000", "true", "null", "1:30"])
+def test_number_like_texts_read_back_as_written(tmp_path: Path, text: str) -> None:
+    """ruamel.yaml writes some of these plain (for it they are text) where YAML 1.2's core schema
+    reads a number: the reader must still see the text, or the plan would never converge."""
+    ds = DesiredState(
+        tunnels=(tunnel(originRequest={"httpHostHeader": text, "keepAliveConnections": 7}),),
+        routes=(route("r", "blog.example.dev", path=text, url="http://10.0.0.4:8080"),),
+    )
+    assert apply_local(tmp_path, ds, {}) == ["cloudflared/home.yml"]
+    live = read_local_tunnels(tmp_path, ds)["home"]
+    assert live.error is None and live.ingress is not None
+    assert live.ingress[0].path == text and live.origin_request["httpHostHeader"] == text
+    assert live.origin_request["keepAliveConnections"] == 7
+    assert apply_local(tmp_path, ds, {}) == []
+
+
+def test_reading_needs_no_ruamel(tmp_path: Path) -> None:
+    """A diff reads configs without importing ruamel.yaml (30 ms of every run); writing uses it."""
+    apply_local(tmp_path, example(), IPS)
+    declared = tunnel().model_dump(mode="json")
+    script = ("import sys; from pathlib import Path; from reconciler.desired.models import Tunnel;"
+              "from reconciler.desired.state import DesiredState;"
+              "from reconciler.tunnels.local import read_local_tunnels;"
+              f"desired = DesiredState(tunnels=(Tunnel.model_validate({declared!r}),));"
+              f"live = read_local_tunnels(Path({str(tmp_path)!r}), desired);"
+              "print(live['home'].error, len(live['home'].ingress), 'ruamel' in ' '.join(sys.modules))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                          cwd=Path(__file__).parent.parent)
+    assert done.stdout.split() == ["None", "4", "False"], done.stderr
 
 
 def test_remote_tunnels_are_not_read_from_files(tmp_path: Path) -> None:

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
+from operator import attrgetter
 
 from reconciler.allocator.addresses import Address, format_address, parse_address
 from reconciler.allocator.ledger import Claimant, Ledger
@@ -34,6 +36,7 @@ from reconciler.desired.models import IPAddressPool
 
 _FAMILIES = {"IPv4": 4, "IPv6": 6}
 _OTHER = {4: 6, 6: 4}
+_request_key = attrgetter("key")
 
 
 def allocate(pools: Sequence[IPAddressPool], requests: Sequence[ServiceRequest],
@@ -73,6 +76,28 @@ class _Work:
         return self.request.ip_family_policy
 
 
+@lru_cache(maxsize=64)  # a handful of distinct (policy, families) pairs per cluster
+def _wanted_families(policy: str, names: tuple[str, ...]) -> tuple[tuple[int, ...], bool, str | None]:
+    """(the families a Service wants, preferred first; whether it needs all of them; or, when
+    the policy or a family is unknown, no families and why)."""
+    families: list[int] = []
+    for name in names:
+        if name not in _FAMILIES:
+            return (), False, f"unknown IP family {name!r} (expected IPv4 or IPv6)"
+        if _FAMILIES[name] not in families:
+            families.append(_FAMILIES[name])
+    primary = families[0] if families else 4
+    if policy == "RequireDualStack":
+        return (primary, _OTHER[primary]), True, None
+    if policy == "PreferDualStack":
+        # Both only where the cluster gave the Service both families (MetalLB follows the
+        # ClusterIPs); a single-stack cluster's PreferDualStack Service is single-stack.
+        return tuple(families[:2]) or (4,), False, None
+    if policy == "SingleStack":
+        return (primary,), False, None
+    return (), False, f"unknown ipFamilyPolicy {policy!r}"
+
+
 class _Run:
     def __init__(self, index: PoolIndex, namespace_labels: Mapping[str, Mapping[str, str]]) -> None:
         self.index = index
@@ -90,7 +115,7 @@ class _Run:
         self.general_full_prefix = {4: 0, 6: 0}
 
     def run(self, requests: Sequence[ServiceRequest]) -> list[Allocation]:
-        works = [self._prepare(r) for r in sorted(requests, key=lambda r: r.key)]
+        works = [self._prepare(r) for r in sorted(requests, key=_request_key)]
         for w in works:
             if w.current and w.pending is None:
                 self._keep_current(w)
@@ -111,36 +136,20 @@ class _Run:
         w = _Work(r, Claimant.of(r))
         if r.current:
             w.current = tuple((text, parse_address(text)) for text in dict.fromkeys(r.current))
-        families: list[int] = []
-        for name in r.ip_families:
-            if name not in _FAMILIES:
-                w.pending = f"unknown IP family {name!r} (expected IPv4 or IPv6)"
-                return w
-            if _FAMILIES[name] not in families:
-                families.append(_FAMILIES[name])
-        primary = families[0] if families else 4
-        if r.ip_family_policy == "RequireDualStack":
-            w.wanted, w.need_all = (primary, _OTHER[primary]), True
-        elif r.ip_family_policy == "PreferDualStack":
-            # Both only where the cluster gave the Service both families (MetalLB follows the
-            # ClusterIPs); a single-stack cluster's PreferDualStack Service is single-stack.
-            w.wanted = tuple(families[:2]) or (4,)
-        elif r.ip_family_policy == "SingleStack":
-            w.wanted = (primary,)
-        else:
-            w.pending = f"unknown ipFamilyPolicy {r.ip_family_policy!r}"
+        w.wanted, w.need_all, unknown = _wanted_families(r.ip_family_policy, r.ip_families)
+        if unknown is not None:
+            w.pending = unknown
             return w
         if r.invalid is not None:
             if not r.current:
                 w.pending = r.invalid
             return w
-        w.pending = self._parse_requested(w)
+        if r.requested:
+            w.pending = self._parse_requested(w)
         return w
 
     def _parse_requested(self, w: _Work) -> str | None:
         r = w.request
-        if not r.requested:
-            return None
         parsed: list[Address] = []
         for text in r.requested:
             address = parse_address(text)
@@ -368,6 +377,8 @@ class _Run:
         free = self._cursor(pool, family).peek(self.ledger.uses[family])
         if free is None:
             self.full.add((pool.name, family))
+        if r.sharing_key is None:
+            return free
         shared = self.ledger.shareable(r, family, pool.name, free)
         return shared if shared is not None else free
 

@@ -23,11 +23,15 @@ class Claimant(NamedTuple):
 
     @classmethod
     def of(cls, request: ServiceRequest) -> Claimant:
+        if request.sharing_key is None:
+            # Nobody shares an address with a Service without a sharing key, so its backend and
+            # ports are never compared: most Services skip computing them.
+            return cls(request.key, None, "", ())
         return cls(request.key, request.sharing_key, request.backend_key,
                    tuple([(p.port, p.protocol) for p in request.ports]))
 
 
-@dataclass
+@dataclass(slots=True)
 class AddressUse:
     """The Services on one address; they all carry the same sharing key and backend."""
 

@@ -10,6 +10,7 @@ with a reason naming both sides, rather than one silently winning.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import attrgetter
 
 from reconciler.allocator.values import Allocation, ServiceRequest
 from reconciler.desired.ipranges import RangeSyntaxError, parse_ip
@@ -30,6 +31,7 @@ _DEPRECATED = {
 }
 # Every annotation by which a Service asks for something itself.
 _REQUEST_ANNOTATIONS = frozenset({*_DEPRECATED, *_DEPRECATED.values()})
+_service_key = attrgetter("key")
 
 
 def service_requests(services: Sequence[LiveService], exposures: Sequence[ServiceExposure],
@@ -45,17 +47,21 @@ def service_requests(services: Sequence[LiveService], exposures: Sequence[Servic
     by_key = {e.spec.service.key: e for e in exposures}
     requests: list[ServiceRequest] = []
     rejected: list[Allocation] = []
-    for svc in sorted(services, key=lambda s: s.key):
+    for svc in sorted(services, key=_service_key):
         if svc.load_balancer_class is not None and svc.load_balancer_class != lb_class:
             continue
         problems: list[str] = []
         exposure = by_key.get(svc.key)
+        requested: tuple[str, ...]
         if svc.load_balancer_ip is None and _REQUEST_ANNOTATIONS.isdisjoint(svc.annotations):
             # The Service itself asks for nothing (always so for local stand-ins): only the
             # exposure speaks, and there is nothing to agree with.
-            requested = (_from_exposure(exposure, problems) or ()) if exposure is not None else ()
-            pool = exposure.spec.pool if exposure is not None else None
-            sharing = exposure.spec.sharingKey if exposure is not None else None
+            if exposure is None:
+                requested, pool, sharing = (), None, None
+            else:
+                spec = exposure.spec
+                requested = (_from_exposure(exposure, problems) or ()) if spec.addresses else ()
+                pool, sharing = spec.pool, spec.sharingKey
         else:
             requested = _requested(svc, exposure, problems)
             pool = _agree("pool", exposure.spec.pool if exposure else None,

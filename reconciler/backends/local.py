@@ -30,6 +30,7 @@ from reconciler.backends.base import ApplyReport
 from reconciler.backends.tunnels import TunnelSide
 from reconciler.common.atomic import write_atomic
 from reconciler.common.errors import StateError, StateLocked
+from reconciler.common.gcpause import gc_paused
 from reconciler.desired.models import ServiceExposure
 from reconciler.desired.state import DesiredState
 from reconciler.planning.announcement_table import decode_table
@@ -125,6 +126,12 @@ class LocalBackend:
         return state
 
     def read(self, desired: DesiredState) -> LiveState:
+        # Tens of thousands of long-lived values at once: the cyclic collector would rescan
+        # the growing heap several times over while they are built (a fifth of the read).
+        with gc_paused():
+            return self._read(desired)
+
+    def _read(self, desired: DesiredState) -> LiveState:
         state = self._load_state()
         recorded: dict[str, Any] = state["services"]
         ports: dict[tuple[int, str, str | None], ServicePort] = {}  # shared: most exposures repeat a few ports

@@ -18,9 +18,9 @@ from reconciler.planning.announcement_table import (
     DEFAULT_HEARTBEAT,
     Announcement,
     AnnouncementTable,
+    CandidateRanking,
     HeartbeatSettings,
     NodeInfo,
-    rank_candidates,
 )
 from reconciler.planning.live import EXCLUDE_FROM_LB_LABEL, LiveNode, LiveService
 
@@ -75,19 +75,25 @@ def build_announcements(advertisements: Sequence[L2Advertisement], pools: Sequen
         if allocation.pool is None or allocation.pool not in by_pool:
             continue
         for ip in allocation.ips:
-            holders.setdefault(ip, []).append(allocation.key)
+            keys = holders.get(ip)
+            if keys is None:
+                holders[ip] = [allocation.key]
+            else:  # a shared IP
+                keys.append(allocation.key)
             pool_of[ip] = allocation.pool
 
+    ranking = CandidateRanking()
     announcements = []
     for ip in sorted(holders, key=address_order):
-        interfaces, allowed = by_pool[pool_of[ip]]
-        keys = sorted(holders[ip])
-        candidates = allowed
-        for key in keys:
-            if key in local_policy:
-                candidates = candidates & ready_endpoint_nodes.get(key, frozenset())
-        announcements.append(Announcement(ip=ip, service=",".join(keys), interfaces=interfaces,
-                                          candidates=rank_candidates(candidates, ip)))
+        interfaces, candidates = by_pool[pool_of[ip]]
+        keys = holders[ip]
+        if len(keys) > 1:
+            keys.sort()
+        if local_policy:
+            for key in keys:
+                if key in local_policy:
+                    candidates = candidates & ready_endpoint_nodes.get(key, frozenset())
+        announcements.append(Announcement(ip, ",".join(keys), interfaces, ranking.rank(candidates, ip)))
     return tuple(announcements)
 
 

@@ -84,9 +84,36 @@ def rank_candidates(nodes: Iterable[str], ip: str) -> tuple[str, ...]:
     Every IP gets its own pseudo-random order, so the IPs of a cluster spread over its nodes,
     and every speaker computes the same order from the same inputs.
     """
-    suffix = f"#{ip}".encode()
-    # Raw digests sort exactly as their hex spellings do, without formatting them.
-    return tuple(sorted(set(nodes), key=lambda node: (hashlib.sha256(node.encode() + suffix).digest(), node)))
+    return _ranked(_hash_prefixes(nodes), ip)
+
+
+class CandidateRanking:
+    """:func:`rank_candidates` for many IPs over the same few sets of nodes (one per pool, as a
+    rule): each set's names are encoded once, not once per IP of a 10,000-IP table."""
+
+    def __init__(self) -> None:
+        self._prefixes: dict[frozenset[str], tuple[tuple[bytes, str], ...]] = {}
+
+    def rank(self, nodes: frozenset[str], ip: str) -> tuple[str, ...]:
+        prefixes = self._prefixes.get(nodes)
+        if prefixes is None:
+            prefixes = self._prefixes[nodes] = _hash_prefixes(nodes)
+        return _ranked(prefixes, ip)
+
+
+def _hash_prefixes(nodes: Iterable[str]) -> tuple[tuple[bytes, str], ...]:
+    """Each distinct node with the start of what is hashed for it (``node#``), in name order."""
+    return tuple((f"{node}#".encode(), node) for node in sorted(set(nodes)))
+
+
+def _ranked(prefixes: tuple[tuple[bytes, str], ...], ip: str) -> tuple[str, ...]:
+    if len(prefixes) < 2:
+        return tuple([node for _, node in prefixes])
+    suffix = ip.encode()
+    # Raw digests sort exactly as their hex spellings do, without formatting them; equal digests
+    # (never seen) fall back to the name.
+    return tuple([node for _, node in sorted([(hashlib.sha256(prefix + suffix).digest(), node)
+                                              for prefix, node in prefixes])])
 
 
 def table_to_json(table: AnnouncementTable) -> dict[str, Any]:

@@ -139,28 +139,30 @@ def _keep_when_unmet(allocations: list[Allocation], desired: DesiredState, live:
 
 def _service_change(allocation: Allocation, live: LiveService | None) -> Change:
     target = Target("Service", allocation.key)
+    ips = allocation.ips
     live_ips = tuple(live.ingress) if live else ()
-    live_pool = live.recorded_pool if live else None
-    before = _service_state(live_ips, live_pool) if live_ips else None
-    after = _service_state(allocation.ips, allocation.pool) if allocation.ips else None
-    if not allocation.ips and not live_ips:
-        return Change(target, "conflict" if allocation.pending_reason else "no-op", None, None,
-                      allocation.pending_reason or "not exposed")
     if not live_ips:
-        return Change(target, "create", None, after,
-                      f"assign {', '.join(allocation.ips)} from pool {allocation.pool}")
-    if allocation.warning and set(live_ips) == set(allocation.ips):
-        return Change(target, "conflict", before, after, allocation.warning)
-    if not allocation.ips:
+        if not ips:
+            return Change(target, "conflict" if allocation.pending_reason else "no-op", None, None,
+                          allocation.pending_reason or "not exposed")
+        return Change(target, "create", None, _service_state(ips, allocation.pool),
+                      f"assign {', '.join(ips)} from pool {allocation.pool}")
+    live_pool = live.recorded_pool if live else None
+    before = _service_state(live_ips, live_pool)
+    if not ips:
         why = allocation.revoke_reason or allocation.pending_reason or "no longer exposed"
         return Change(target, "delete", before, None, f"revoke {', '.join(live_ips)}: {why}")
-    if set(live_ips) == set(allocation.ips) and live_pool == allocation.pool:
+    after = _service_state(ips, allocation.pool)
+    same_ips = live_ips == ips or set(live_ips) == set(ips)  # the first test settles the steady state
+    if allocation.warning and same_ips:
+        return Change(target, "conflict", before, after, allocation.warning)
+    if same_ips and live_pool == allocation.pool:
         return Change(target, "no-op", before, after, "up to date")
-    if set(live_ips) == set(allocation.ips):
+    if same_ips:
         return Change(target, "update", before, after, f"record pool {allocation.pool}")
     why = allocation.revoke_reason or "allocation changed"
     return Change(target, "update", before, after,
-                  f"move {', '.join(live_ips)} -> {', '.join(allocation.ips)}: {why}")
+                  f"move {', '.join(live_ips)} -> {', '.join(ips)}: {why}")
 
 
 def _plan_announcements(published_text: str | None, fresh: AnnouncementTable) -> tuple[list[Change], str | None]:
