@@ -479,3 +479,16 @@ KINDS: dict[tuple[str, str], type[Document]] = {
 }
 
 KIND_MODELS: dict[str, type[Document]] = {kind: model for (_, kind), model in KINDS.items()}
+
+
+def build_all() -> None:
+    """Build every model's validator and serializer now instead of on first use.
+
+    For long-running programs, before they start threads: a first use builds by changing the
+    class, which pydantic makes safe against concurrent first uses only in recent versions.
+    Classes are built in the order they were defined, parts before the kinds holding them, so
+    each kind reuses its parts' schemas.
+    """
+    for model in Strict.__subclasses__():
+        model.model_rebuild()
+
