@@ -24,8 +24,8 @@ from tests.conftest import write_repo
 ROOT = Path(__file__).resolve().parent.parent
 
 # Runs `portside ARGS` as `python -m reconciler` does, and when the process ends writes what it
-# imported and which models (kinds and their parts) it built to the file named first. Nothing is
-# imported by the report itself.
+# imported and which models (kinds and their parts) it built to the file named first. The report
+# itself adds only atexit, json and runpy (standard library) to what the command imports.
 _REPORTER = textwrap.dedent("""
     import atexit, json, runpy, sys
 
