@@ -24,7 +24,8 @@ from tests.conftest import write_repo
 ROOT = Path(__file__).resolve().parent.parent
 
 # Runs `portside ARGS` as `python -m reconciler` does, and when the process ends writes what it
-# imported and built to the file named first. Nothing is imported by the report itself.
+# imported and which models (kinds and their parts) it built to the file named first. The report
+# itself adds only atexit, json and runpy (standard library) to what the command imports.
 _REPORTER = textwrap.dedent("""
     import atexit, json, runpy, sys
 
@@ -33,7 +34,7 @@ _REPORTER = textwrap.dedent("""
     def report():
         models = sys.modules.get("reconciler.desired.models")
         built = {} if models is None else {
-            name: bool(getattr(model, "__pydantic_complete__", False)) for name, model in models.KIND_MODELS.items()}
+            model.__name__: bool(model.__pydantic_complete__) for model in models.Strict.__subclasses__()}
         with open(out, "w") as f:
             json.dump({"modules": sorted(sys.modules), "built": built}, f)
 
@@ -47,6 +48,8 @@ _REPORTER = textwrap.dedent("""
 # controller's HTTP server and metrics, netlink, file watching, HTTP clients.
 HEAVY = ("kubernetes", "cloudflare", "git", "ruamel", "waitress", "prometheus_client", "pyroute2",
          "watchfiles", "urllib3", "requests", "httpx")
+
+KINDS = ("IPAddressPool", "L2Advertisement", "ServiceExposure", "Tunnel", "TunnelRoute", "DynamicDNS")
 
 ONE_FILE = {"portside.yaml": """
     apiVersion: metallb.io/v1beta1
@@ -97,6 +100,10 @@ def _imported(modules: list[str], package: str) -> list[str]:
     return [m for m in modules if m == package or m.startswith(package + ".")]
 
 
+def _kinds(built: dict[str, bool]) -> dict[str, bool]:
+    return {kind: built[kind] for kind in KINDS}
+
+
 def test_help_imports_neither_pydantic_nor_yaml_nor_any_command(tmp_path: Path) -> None:
     result, report = _portside(tmp_path, "--help")
     assert result.returncode == 0, result.stderr
@@ -112,8 +119,11 @@ def test_validate_builds_only_the_kinds_the_repo_declares(tmp_path: Path) -> Non
     result, report = _portside(tmp_path, "validate", str(repo))
     assert result.returncode == 0, result.stderr
     assert "3 document(s) in 1 file(s), valid" in result.stdout
-    assert report["built"] == {"IPAddressPool": True, "L2Advertisement": True, "ServiceExposure": True,
-                               "Tunnel": False, "TunnelRoute": False, "DynamicDNS": False}
+    assert _kinds(report["built"]) == {"IPAddressPool": True, "L2Advertisement": True, "ServiceExposure": True,
+                                       "Tunnel": False, "TunnelRoute": False, "DynamicDNS": False}
+    # Nor their parts: a tunnel's connector or a dynamic DNS record's address sources.
+    assert not any(report["built"][part] for part in ("TunnelSpec", "TunnelConnector", "OriginRequest",
+                                                      "DynamicDNSSpec", "AddressSource"))
     modules = report["modules"]
     for package in (*HEAVY, "reconciler.planning", "reconciler.backends", "reconciler.providers",
                     "reconciler.tunnels", "reconciler.allocator", "reconciler.source"):
@@ -124,8 +134,8 @@ def test_validate_builds_the_tunnel_kinds_when_the_repo_has_tunnels(tmp_path: Pa
     repo = write_repo(tmp_path / "repo", {**ONE_FILE, **TUNNEL})
     result, report = _portside(tmp_path, "validate", str(repo))
     assert result.returncode == 0, result.stderr
-    assert report["built"] == {"IPAddressPool": True, "L2Advertisement": True, "ServiceExposure": True,
-                               "Tunnel": True, "TunnelRoute": True, "DynamicDNS": False}
+    assert _kinds(report["built"]) == {"IPAddressPool": True, "L2Advertisement": True, "ServiceExposure": True,
+                                       "Tunnel": True, "TunnelRoute": True, "DynamicDNS": False}
 
 
 def test_an_invalid_document_of_an_unbuilt_kind_is_still_explained(tmp_path: Path) -> None:
@@ -175,3 +185,12 @@ def test_apply_with_a_local_tunnel_writes_its_config_with_ruamel(tmp_path: Path)
     assert "blog.example.com" in (state / "cloudflared" / "home.yml").read_text()
     again, _ = _portside(tmp_path, "diff", str(repo), "--state", str(state), "--exit-code")
     assert again.returncode == 0, again.stdout + again.stderr
+
+
+def test_run_builds_every_model_before_it_starts_threads(tmp_path: Path) -> None:
+    # The controller is long-running and threaded: it must not leave a first use to chance.
+    repo = write_repo(tmp_path / "repo", ONE_FILE)
+    result, report = _portside(tmp_path, "run", "--source", str(repo), "--state", str(tmp_path / "state"),
+                               "--once", "--listen", "127.0.0.1:0")
+    assert result.returncode == 0, result.stderr
+    assert report["built"] and all(report["built"].values()), report["built"]

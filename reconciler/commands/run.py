@@ -26,6 +26,7 @@ from reconciler.controller.loop import Backoff, Controller, Timing, Trigger
 from reconciler.controller.server import controller_routes
 from reconciler.controller.status import ControllerMetrics, StatusBoard
 from reconciler.controller.webhook import forward_push, is_forwarded, load_secret
+from reconciler.desired.models import build_all
 from reconciler.planning.engine import ApplyPolicy, ReconcileResult, reconcile
 from reconciler.source import Checkout, Source, default_cache_dir
 from reconciler.source.directory import DirectorySource
@@ -165,6 +166,7 @@ def _warm_imports() -> None:
 def run(args: argparse.Namespace) -> int:
     verbose = int(getattr(args, "verbose", 0))
     configure_logging(args.log_format, logging.DEBUG if verbose >= 2 else logging.INFO)
+    build_all()  # validators built here, before any thread could be the first to use one
     if os.environ.get("CLOUDFLARE_API_TOKEN"):
         threading.Thread(target=_warm_imports, name="warm-imports", daemon=True).start()
     source = build_source(args)
