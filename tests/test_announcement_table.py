@@ -56,6 +56,22 @@ def test_encode_is_compact_deterministic_and_round_trips() -> None:
     assert json.loads(text) == json.loads(DESIGN_EXAMPLE)
 
 
+@pytest.mark.parametrize("announcements", [
+    (),
+    (Announcement("10.0.0.1", "", (), ()),),
+    (Announcement("10.0.0.1", 'ns/a,ns/"b"\\ é ☃ 😀 \n\x00', ("eth0", "ö1"), ("node-é", 'n"x')),
+     Announcement("fd00::1", "ns/c", (), ("node-a",))),
+])
+def test_encode_spells_what_json_dumps_would(announcements: tuple[Announcement, ...]) -> None:
+    """encode_table spells the announcements out for speed; the bytes must be json.dumps's."""
+    from reconciler.planning.announcement_table import table_to_json
+
+    table = AnnouncementTable(3, "rev ☃", DEFAULT_HEARTBEAT, {"node-é": NodeInfo("10.0.0.9"),
+                                                           'n"x': NodeInfo("10.0.0.8")}, announcements)
+    assert encode_table(table) == json.dumps(table_to_json(table), separators=(",", ":"), sort_keys=True,
+                                             ensure_ascii=False)
+
+
 def test_interfaces_default_to_every_interface_and_ipv6_is_normalised() -> None:
     raw = json.loads(DESIGN_EXAMPLE)
     raw["announcements"] = [{"ip": "2001:DB8:0:0::10", "service": "x/y", "candidates": ["node-a"]}]

@@ -36,6 +36,15 @@ def format_address(address: Address) -> str:
     return str(ip_from_int(version, value))
 
 
+def canonical_text(text: str, address: Address) -> str:
+    """The canonical text of ``text``, which :func:`parse_address` read as ``address``.
+
+    For IPv4 that is the text itself, stripped: ``inet_pton`` accepts only canonical dotted quads
+    (no leading zeros, four parts), so nothing needs formatting or looking up.
+    """
+    return text.strip() if address[0] == 4 else format_address(address)
+
+
 def address_order(text: str) -> Address:
     """Sort key: numeric, IPv4 before IPv6; text that is no address sorts last."""
     return parse_address(text) or (7, 0)

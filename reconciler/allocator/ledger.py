@@ -102,7 +102,7 @@ class Ledger:
         uses = self.uses[version]
         use = uses.get(value)
         if use is None:
-            use = uses[value] = AddressUse(pool, request.sharing_key, request.backend)
+            use = uses[value] = AddressUse(pool, request.sharing_key, request.backend, {}, set())
             if request.sharing_key is not None:
                 bisect.insort(self._shared.setdefault(
                     (version, pool, request.sharing_key, request.backend), []), value)

@@ -204,30 +204,41 @@ def _announcement_json(a: Announcement) -> JSON:
 
 
 def _announcement_changes(published: AnnouncementTable | None, fresh: AnnouncementTable) -> list[Change]:
-    old: Mapping[str, Announcement] = {a.ip: a for a in published.announcements} if published else {}
+    if published is None:  # nothing published yet (a first plan): every announcement is new
+        changes = [_announcement_created(a) for a in fresh.announcements]
+        if fresh.announcements:
+            changes.append(_membership_change(None, fresh))
+        return changes
+    old: Mapping[str, Announcement] = {a.ip: a for a in published.announcements}
     new: Mapping[str, Announcement] = {a.ip: a for a in fresh.announcements}
     changes = []
     # The fresh table is in address order already; only a published one can add other IPs.
     ips = sorted(old.keys() | new.keys(), key=address_order) if old.keys() - new.keys() else list(new)
     for ip in ips:
-        target = Target("Announcement", ip)
         was, now = old.get(ip), new.get(ip)
         if was is None and now is not None:
-            changes.append(Change(target, "create", None, _announcement_json(now), f"announce for {now.service}"))
+            changes.append(_announcement_created(now))
         elif now is None and was is not None:
-            changes.append(Change(target, "delete", _announcement_json(was), None, "no longer assigned or advertised"))
+            changes.append(Change(Target("Announcement", ip), "delete", _announcement_json(was), None,
+                                  "no longer assigned or advertised"))
         elif was != now and was is not None and now is not None:
-            changes.append(Change(target, "update", _announcement_json(was), _announcement_json(now),
-                                  "candidates or interfaces changed"))
+            changes.append(Change(Target("Announcement", ip), "update", _announcement_json(was),
+                                  _announcement_json(now), "candidates or interfaces changed"))
         # Unchanged announcements are left out: they are derived from the Services, which carry
         # the no-ops (and the ownership counts), and 10,000 of them would cost a tenth of the plan.
-    membership_changed = published is not None and (
-        dict(published.nodes) != dict(fresh.nodes) or published.heartbeat != fresh.heartbeat)
-    if (published is None and fresh.announcements) or membership_changed:
-        changes.append(Change(Target("Announcement", NODES_ID), "create" if published is None else "update",
-                              _membership_json(published) if published else None, _membership_json(fresh),
-                              "speaker membership or heartbeat settings"))
+    if dict(published.nodes) != dict(fresh.nodes) or published.heartbeat != fresh.heartbeat:
+        changes.append(_membership_change(published, fresh))
     return changes
+
+
+def _announcement_created(a: Announcement) -> Change:
+    return Change(Target("Announcement", a.ip), "create", None, _announcement_json(a), f"announce for {a.service}")
+
+
+def _membership_change(published: AnnouncementTable | None, fresh: AnnouncementTable) -> Change:
+    return Change(Target("Announcement", NODES_ID), "create" if published is None else "update",
+                  _membership_json(published) if published else None, _membership_json(fresh),
+                  "speaker membership or heartbeat settings")
 
 
 def _membership_json(table: AnnouncementTable) -> JSON:

@@ -42,9 +42,15 @@ def _reusable_encoder(**options: Any) -> Callable[[JSON], str]:
     return encode
 
 
-_compact = _reusable_encoder(sort_keys=True, separators=(", ", ": "))
+_encode_compact = _reusable_encoder(sort_keys=True, separators=(", ", ": "))
 _json_line = _reusable_encoder(sort_keys=True)
 _string: Callable[[str], str] = json.encoder.encode_basestring_ascii  # what dumps does to a str
+
+
+def _compact(value: JSON) -> str:
+    """One value on one line, as ``json.dumps(value, sort_keys=True)`` spells it; a string (most
+    fields of a plan: pools, names, reasons) skips the encoder's setup for one call."""
+    return _string(value) if type(value) is str else _encode_compact(value)
 
 
 def _field_lines(change: Change) -> list[str]:
@@ -83,7 +89,7 @@ def render_text(plan: Plan, colour: bool = False) -> str:
         lines.append(f"revision {plan.revision}")
     for change in plan.visible:
         lines.append(paint(change.action, f"{SYMBOLS[change.action]} {change.target}") + f"  ({change.reason})")
-        lines.extend(f"    {line}" for line in _field_lines(change))
+        lines.extend([f"    {line}" for line in _field_lines(change)])
     lines.extend(f"warning: {w}" for w in plan.warnings)
     lines.append(summary_line(plan))
     return "\n".join(lines) + "\n"
