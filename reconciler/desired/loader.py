@@ -33,14 +33,8 @@ from reconciler.desired.fielderrors import explain
 from reconciler.desired.ignorefile import IGNORE_FILE, IgnoreRules
 from reconciler.desired.models import Document
 from reconciler.desired.state import Origin
-from reconciler.desired.yamlsource import (
-    FieldPath,
-    YamlDocument,
-    format_path,
-    offset_position,
-    parse_path,
-    parse_yaml,
-)
+from reconciler.desired.yamldoc import FieldPath, YamlDocument
+from reconciler.desired.yamlsource import format_path, offset_position, parse_path, parse_yaml
 
 MAX_FILE_BYTES = 1024 * 1024
 YAML_SUFFIXES = (".yaml", ".yml")

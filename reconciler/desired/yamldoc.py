@@ -1,0 +1,117 @@
+"""One YAML document as the loader sees it: its plain value and where each field was written.
+
+Both sources of documents produce these: the fast path for everyday block YAML
+(:mod:`reconciler.desired.yamlfast`) and libyaml's nodes (:mod:`reconciler.desired.yamlsource`).
+Plain scalars are resolved here, once for both, with the YAML 1.2 core schema.
+"""
+
+from __future__ import annotations
+
+import re
+from array import array
+from dataclasses import dataclass, field
+from typing import Any
+
+FieldPath = tuple[str | int, ...]
+
+# How deeply mappings and lists may nest. Real documents stay below 15 levels; a hostile file of
+# 300,000 nested "[" would otherwise cost memory quadratic in its depth (every field path).
+MAX_DEPTH = 64
+
+_NULLS = {"", "~", "null", "Null", "NULL"}
+_BOOLS = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
+_INT = re.compile(r"[-+]?[0-9]+")
+_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
+_SPECIAL_FLOATS = {".inf": float("inf"), "+.inf": float("inf"), "-.inf": float("-inf"), ".nan": float("nan")}
+# First characters a non-string plain scalar can start with: callers skip resolution for the rest.
+MAYBE_NOT_STR = frozenset("0123456789-+.~nNtTfF")
+
+
+@dataclass
+class YamlDocument:
+    """One document of a file: its value and where each field of it was written (1-based).
+
+    Positions live in one flat array of ints per document, packed as ``line << 21 | column``.
+    Every mapping and list owns a contiguous block of it, entry by entry in the order of its value
+    (a dict's insertion order): three slots per mapping entry (key position, value position, block
+    of the value or -1 when it is a scalar), two per list item (value position, block). A field
+    is found by walking the value and the blocks side by side, so nothing per field is kept but
+    those ints: no strings, no objects the cyclic garbage collector would scan.
+    """
+
+    value: Any
+    line: int  # where the root value was written
+    col: int
+    marks: array[int] = field(default_factory=lambda: array("q"))
+    block: int = -1  # the root container's block in marks; -1: the root is a scalar
+
+    def _trail(self, path: FieldPath) -> tuple[int, int, int]:
+        """(how many parts of ``path`` were written, position of the last one, position of its key
+        or 0); the root counts as written, at the document's own position."""
+        value, block, marks = self.value, self.block, self.marks
+        found, position, key = 0, pack_position(self.line, self.col), 0
+        for part in path:
+            if block < 0:
+                break
+            if type(value) is dict and isinstance(part, str) and part in value:
+                base = block + 3 * index_of(value, part)
+                key, position, block = marks[base], marks[base + 1], marks[base + 2]
+            elif type(value) is list and type(part) is int and 0 <= part < len(value):
+                base = block + 2 * part
+                key, position, block = 0, marks[base], marks[base + 1]
+            else:
+                break
+            value = value[part]
+            found += 1
+        return found, position, key
+
+    def position(self, path: FieldPath) -> tuple[int, int]:
+        """Where the value at ``path`` was written, or the nearest enclosing node that was."""
+        return unpack_position(self._trail(path)[1])
+
+    def key_position(self, path: FieldPath) -> tuple[int, int]:
+        """Where the key of the field at ``path`` was written (falls back to its value)."""
+        found, position, key = self._trail(path)
+        return unpack_position(key if path and found == len(path) and key else position)
+
+    def has_key(self, path: FieldPath) -> bool:
+        found, _, key = self._trail(path)
+        return bool(path) and found == len(path) and key != 0
+
+
+def index_of(mapping: dict[str, Any], key: str) -> int:
+    for index, name in enumerate(mapping):
+        if name == key:
+            return index
+    raise KeyError(key)
+
+
+def pack_position(line: int, column: int) -> int:
+    # Columns stay below 2**21: a file is at most 1 MiB.
+    return line << 21 | column
+
+
+def unpack_position(packed: int) -> tuple[int, int]:
+    return packed >> 21, packed & 0x1FFFFF
+
+
+
+def resolve_plain(text: str) -> Any:
+    """The value of an untagged plain scalar under the YAML 1.2 core schema."""
+    if text and text[0] not in MAYBE_NOT_STR:
+        return text
+    if text in _NULLS:
+        return None
+    if text in _BOOLS:
+        return _BOOLS[text]
+    if _INT.fullmatch(text):
+        return int(text)
+    if text.startswith(("0o", "0x")) and len(text) > 2:
+        try:
+            return int(text[2:], 8 if text[1] == "o" else 16)
+        except ValueError:
+            return text
+    if _FLOAT.fullmatch(text):
+        return float(text)
+    lowered = text.lower()
+    return _SPECIAL_FLOATS.get(lowered, text) if lowered in _SPECIAL_FLOATS else text

@@ -1,0 +1,590 @@
+"""A fast path for the everyday subset of block YAML: file text -> the same documents as libyaml.
+
+libyaml's composer makes a Python node and two marks per node, and the builder in
+:mod:`reconciler.desired.yamlsource` walks those nodes again: most of the time a large repo takes
+to load. Real repos hold a small, regular part of YAML, which this module reads straight from the
+text. A line means the same wherever it stands (only its line number and the collections around
+it differ), and most lines of a big repo are repeated (``kind: ServiceExposure``, ``spec:``,
+``  - {name: http, port: 80}``): each distinct line is split once, by one compiled expression,
+into indentation, dash, key and value, with its scalars resolved and its columns counted; one
+loop over the lines then builds the values and the marks.
+
+The result must be exactly what the libyaml path gives (values of the same types, the same
+positions, the same ``marks`` layout), so anything outside the subset declines the whole file
+(:func:`fast_documents` returns None) and the libyaml path reads it, with its own diagnostics.
+The subset: block mappings and lists indented with spaces (lists also at their key's
+indentation), ``---`` and ``...``, comments, blank lines, one-line plain, single- and
+double-quoted scalars, and one-line flow lists and mappings of those. Declined: tabs, carriage
+returns, byte order marks, control characters, directives, anchors, aliases, tags, block
+scalars, scalars over several lines, complex keys, merge keys, duplicate keys (the libyaml path
+reports them), unknown escapes, and any line the expression does not take whole.
+tests/test_yaml_fastpath.py checks the two paths against each other on many thousands of files.
+"""
+
+from __future__ import annotations
+
+import re
+from array import array
+from operator import itemgetter
+from typing import Any
+
+from reconciler.desired.yamldoc import MAYBE_NOT_STR, YamlDocument, resolve_plain
+
+# Characters after which libyaml would read a line differently from this module: tabs, carriage
+# returns and the other line breaks it knows (NEL, LS, PS), BOMs, and what its reader refuses.
+_REFUSED = "\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\ufeff\ufffe\uffff"
+_ANY = f"[^{_REFUSED}]"
+# A plain scalar on one line, in block context (YAML 1.2 ns-plain-one-line, as libyaml scans it):
+# it cannot start with an indicator ("-" only when a non-space follows), ": " and " #" end it,
+# and trailing spaces are not part of it. "?" and ":" may start one too; those are left to libyaml.
+_PLAIN = (rf"""(?:[^-?:,\[\]{{}}\#&*!|>'"%@`\ {_REFUSED}]|-(?=[^\ {_REFUSED}]))"""
+          rf"""(?:[^:\ {_REFUSED}]++|:(?=[^\ {_REFUSED}])|\ ++(?=[^\ \#:{_REFUSED}]|:[^\ {_REFUSED}]))*""")
+_SINGLE = rf"'(?:[^'{_REFUSED}]|'')*'"
+_DOUBLE = rf'"(?:[^"\\{_REFUSED}]|\\{_ANY})*"'
+# One line of block YAML: (document marker, indentation, list dash, key, ":" and the spaces after
+# it, value); a flow collection's value runs to the end of the line (comment included).
+_LINE = re.compile(rf"""
+    (---|\.\.\.)(?:\ +(?:\#{_ANY}*)?)?
+    |
+    (?!(?:---|\.\.\.)(?:\ |$))
+    (\ *+)
+    (-(?:\ ++|$))?
+    (?:({_PLAIN}|{_SINGLE}|{_DOUBLE})(:(?:\ ++|$)))?
+    ({_PLAIN}|{_SINGLE}|{_DOUBLE}|[\[{{]{_ANY}*)?
+    \ *(?:(?<![^\ ])\#{_ANY}*)?
+    """, re.VERBOSE)
+
+# Inside a flow collection: flow indicators end a plain scalar, and ":" continues one only
+# before a character that could go on with it.
+_FLOW_PLAIN = (rf"""(?:[^-?:,\[\]{{}}\#&*!|>'"%@`\ {_REFUSED}]|-(?=[^\ ,\[\]{{}}{_REFUSED}]))"""
+               rf"""(?:[^:,\[\]{{}}\ {_REFUSED}]++|:(?=[^\ ,\[\]{{}}?{_REFUSED}])"""
+               rf"""|\ ++(?=[^\ \#:,\[\]{{}}{_REFUSED}]|:[^\ ,\[\]{{}}?{_REFUSED}]))*""")
+# One token of a flow collection: (indicator, plain scalar, quoted scalar, ": ").
+_FLOW_TOKEN = re.compile(rf"\ *(?:([\[\]{{}},])|({_FLOW_PLAIN})|({_SINGLE}|{_DOUBLE})|(:\ ))", re.VERBOSE)
+_FLOW_TAIL = re.compile(rf"\ *(?:(?<=\ )\#{_ANY}*)?")
+
+_ESCAPE = re.compile(r"\\(?:x([0-9A-Fa-f]{2})|u([0-9A-Fa-f]{4})|U([0-9A-Fa-f]{8})|(.))")
+_ESCAPES = {"0": "\0", "a": "\a", "b": "\b", "t": "\t", "n": "\n", "v": "\v", "f": "\f", "r": "\r",
+            "e": "\x1b", " ": " ", '"': '"', "/": "/", "\\": "\\", "N": "\x85", "_": "\xa0",
+            "L": "\u2028", "P": "\u2029"}
+# libyaml gives up on an implicit key over 1,024 characters (or bytes): far above real keys.
+_LONGEST_KEY = 250
+# Well below MAX_DEPTH (64), where the libyaml path refuses a document with its own message.
+_DEEPEST_BLOCK = 32
+_DEEPEST_FLOW = 16
+_QUOTES = frozenset("'\"")
+
+# What a line holds, the first field of its digest.
+_BLANK, _START, _END = 0, 1, 2  # nothing (or a comment); "---"; "..."
+_ENTRY, _ENTRY_FLOW, _ENTRY_EMPTY = 3, 4, 5  # "key: scalar", "key: [flow]", "key:"
+_ITEM, _ITEM_FLOW, _ITEM_EMPTY = 6, 7, 8  # "- scalar", "- [flow]", "-"
+_ITEM_ENTRY = 9  # 9, 10, 11: "- " and one of the three entries: a mapping as the item
+_SCALAR, _FLOW = 12, 13  # a line of only a scalar or a flow collection: a document's root
+# (kind, indentation, key, value or flow template, column of the key, column of the value,
+# layout): the columns are 1-based; an empty value's column is where libyaml puts the null it
+# stands for; the layout numbers everything but the scalar (0, 1, 2 for the first three kinds).
+_Digest = tuple[int, int, Any, Any, int, int, int]
+_LAYOUT = itemgetter(6)
+_BLANK_LINE: _Digest = (_BLANK, 0, None, None, 0, 0, _BLANK)
+_LINE_STEP = 1 << 21  # a mark is line << 21 | column
+_COLUMNS = _LINE_STEP - 1
+# Compiled document shapes per file, at most: a file of hand-written documents has no repeats.
+_SHAPES = 256
+
+
+class _Declined(Exception):
+    """The text is outside the subset: the libyaml path must read the file."""
+
+
+
+
+def fast_documents(data: bytes) -> list[YamlDocument] | None:
+    """The documents of one file read by the fast path, or None when it declines the file."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    try:
+        return _Reader().read(text.split("\n"))
+    except _Declined:
+        return None
+
+
+def _single_quoted(text: str) -> str:
+    return text[1:-1].replace("''", "'")
+
+
+def _escape(match: re.Match[str]) -> str:
+    short = match.group(4)
+    if short is not None:
+        value = _ESCAPES.get(short)
+        if value is None:
+            raise _Declined
+        return value
+    code = int(match.group(1) or match.group(2) or match.group(3), 16)
+    if 0xD800 <= code <= 0xDFFF or code > 0x10FFFF:
+        raise _Declined
+    return chr(code)
+
+
+def _double_quoted(text: str) -> str:
+    body = text[1:-1]
+    return _ESCAPE.sub(_escape, body) if "\\" in body else body
+
+
+def _scalar(text: str) -> Any:
+    """The value of a plain or quoted scalar as written."""
+    first = text[0]
+    if first == "'":
+        return _single_quoted(text)
+    if first == '"':
+        return _double_quoted(text)
+    return resolve_plain(text) if first in MAYBE_NOT_STR else text
+
+
+def _copy(value: Any) -> Any:
+    if type(value) is dict:
+        return {key: _copy(item) for key, item in value.items()}
+    if type(value) is list:
+        return [_copy(item) for item in value]
+    return value
+
+
+class _FlowTemplate:
+    """A flow collection as one line writes it, ready to be placed on any line.
+
+    ``blocks`` hold the slots of its collections in the order they open, marks as bare columns;
+    ``links`` say which slots hold the number of a nested block (counted from the first here).
+    """
+
+    __slots__ = ("blocks", "links", "value")
+
+    def __init__(self, value: Any, blocks: list[list[int]], links: list[tuple[int, int, int]]) -> None:
+        self.value = value
+        self.blocks = blocks
+        self.links = links
+
+
+class _FlowParser:
+    """One flow collection written on one line, from ``[`` or ``{`` to the line's end."""
+
+    def __init__(self, text: str, col: int, names: dict[str, str]) -> None:
+        self.text = text
+        self.col = col + 1  # 1-based column of the text's first character
+        self.names = names
+        self.blocks: list[list[int]] = []
+        self.links: list[tuple[int, int, int]] = []  # (block, slot, nested block)
+
+    def template(self) -> _FlowTemplate:
+        value, end, _ = self.node(0, 0)
+        if _FLOW_TAIL.fullmatch(self.text, end) is None:
+            raise _Declined
+        return _FlowTemplate(value, self.blocks, self.links)
+
+    def token(self, pos: int) -> re.Match[str]:
+        match = _FLOW_TOKEN.match(self.text, pos)
+        if match is None:
+            raise _Declined
+        return match
+
+    def node(self, pos: int, depth: int) -> tuple[Any, int, int]:
+        """(value, position after it, its block or -1) of the node at ``pos``."""
+        match = self.token(pos)
+        kind = match.lastindex
+        if kind == 2 or kind == 3:
+            return _scalar(match.group(kind)), match.end(), -1
+        indicator = match.group(1)
+        if depth >= _DEEPEST_FLOW or (indicator != "[" and indicator != "{"):
+            raise _Declined
+        slots: list[int] = []
+        self.blocks.append(slots)
+        number = len(self.blocks) - 1
+        closing = "]" if indicator == "[" else "}"
+        collection: Any = [] if indicator == "[" else {}
+        pos = match.end()
+        if self.token(pos).group(1) == closing:
+            return collection, self.token(pos).end(), number
+        while True:
+            if indicator == "{":
+                key_match = self.token(pos)
+                kind = key_match.lastindex
+                if kind != 2 and kind != 3:
+                    raise _Declined
+                key = _key(key_match.group(kind), collection, self.names)
+                separator = self.token(key_match.end())
+                if separator.lastindex != 4:
+                    raise _Declined
+                slots.append(self.col + key_match.start(kind))
+                pos = separator.end()
+            start = self.token(pos)
+            if start.lastindex is None or start.lastindex == 4:
+                raise _Declined  # ": " where a node belongs
+            value, pos, nested = self.node(pos, depth + 1)
+            slots.append(self.col + start.start(start.lastindex))
+            slots.append(nested)
+            if nested >= 0:
+                self.links.append((number, len(slots) - 1, nested))
+            if indicator == "{":
+                collection[key] = value
+            else:
+                collection.append(value)
+            end = self.token(pos)
+            if end.group(1) == closing:
+                return collection, end.end(), number
+            if end.group(1) != ",":
+                raise _Declined
+            pos = end.end()
+
+
+def _key(text: str, mapping: dict[str, Any], names: dict[str, str]) -> str:
+    """A mapping key as written: declined when libyaml's path must refuse or report it."""
+    if len(text) > _LONGEST_KEY:
+        raise _Declined
+    key = _scalar(text) if text[0] in _QUOTES else text  # a plain key is never resolved
+    key = names.setdefault(key, key)
+    if key in mapping or key == "<<":
+        raise _Declined
+    return key
+
+
+class _Leaf:
+    """While a shape is compiled: the value of line ``index`` of the document, as the digest has it."""
+
+    __slots__ = ("index", "value")
+
+    def __init__(self, index: int, value: Any) -> None:
+        self.index = index
+        self.value = value
+
+
+class _Shape:
+    """A document's layout, compiled: every document of that layout is built without reading
+    its lines one by one again. The builder's source holds only line numbers and names of this
+    module (no text of the file); keys come in as a tuple.
+
+    ``marks`` are the document's marks as if it started on line 1 (line 0 + the offset of each
+    line): a document starting later adds its first line to every mark, not to block numbers
+    (below 2**21) nor to -1.
+    """
+
+    __slots__ = ("block", "build", "keys", "marks", "root_mark")
+
+    def __init__(self, tree: Any, root_mark: int, marks: array[int], block: int) -> None:
+        keys: list[str] = []
+        source = f"def build(d, k):\n    return {_expression(tree, keys)}\n"
+        namespace: dict[str, Any] = {"_dict": dict, "_list": list, "_copy": _copy}
+        exec(compile(source, "<yaml document shape>", "exec"), namespace)
+        self.build = namespace["build"]
+        self.keys = tuple(keys)
+        self.root_mark = root_mark
+        self.marks = marks.tolist()
+        self.block = block
+
+    def document(self, digests: list[_Digest], base: int) -> YamlDocument:
+        """The document of this shape whose lines are ``digests``, its first line after ``base``."""
+        marks = array("q", [mark + base if mark > _COLUMNS else mark for mark in self.marks])
+        root_mark = self.root_mark + base
+        return YamlDocument(self.build(digests, self.keys), root_mark >> 21, root_mark & _COLUMNS, marks,
+                            self.block)
+
+
+def _expression(value: Any, keys: list[str]) -> str:
+    """Python source that builds ``value`` (a tree of _Leaf) from a document's digests ``d``."""
+    kind = type(value)
+    if kind is dict:
+        parts = []
+        for key, item in value.items():
+            keys.append(key)
+            parts.append(f"k[{len(keys) - 1}]: {_expression(item, keys)}")
+        return "{" + ", ".join(parts) + "}"
+    if kind is list:
+        return "[" + ", ".join(_expression(item, keys) for item in value) + "]"
+    if value is None:  # a key or item with nothing after it
+        return "None"
+    assert kind is _Leaf
+    here = f"d[{value.index}][3]"
+    template = value.value
+    if type(template) is not _FlowTemplate:
+        return here
+    if template.links:
+        return f"_copy({here}.value)"
+    return f"_dict({here}.value)" if type(template.value) is dict else f"_list({here}.value)"
+
+
+class _Reader:
+    """The documents of one file.
+
+    Marks are laid out as the libyaml path lays them out: every collection's block in the order
+    the collections open (each before those nested in it). A block's size is known only when its
+    collection ends, so each collection fills its own list of slots, and when the document ends
+    the lists are joined and the slots that hold a nested block's number are filled in.
+
+    Generated files repeat one layout thousands of times. A document is identified by its lines'
+    layouts (everything but their scalars); the second time a layout comes, it is compiled
+    (:class:`_Shape`), and its later documents cost a call each.
+    """
+
+    def __init__(self) -> None:
+        self.documents: list[YamlDocument] = []
+        self.names: dict[str, str] = {}  # every key once per file, as the libyaml path keeps them
+        self.digests: dict[str, _Digest] = {}
+        # a line's layout (all of its digest but the scalar) -> its number in ``shapes``' keys
+        self.layouts: dict[Any, int] = {_BLANK: _BLANK, _START: _START, _END: _END}
+        # a document's layouts -> how often seen, then its compiled shape
+        self.shapes: dict[tuple[int, ...], int | _Shape] = {}
+
+    def digest(self, line: str) -> _Digest:
+        """What ``line`` holds, wherever it stands."""
+        match = _LINE.fullmatch(line)
+        if match is None:
+            raise _Declined
+        marker, spaces, dash, key, separator, text = match.groups()
+        if marker is not None:
+            kind = _START if marker == "---" else _END
+            found: _Digest = (kind, 0, None, None, 0, 0, kind)
+        elif dash is None and key is None and text is None:
+            found = _BLANK_LINE
+        else:
+            col = len(spaces)
+            at = col + len(dash) if dash is not None else col  # where the node after the dash starts
+            name: str | None = None
+            if key is not None:
+                name = _key(key, {}, self.names)
+                value_col = at + len(key) + len(separator)
+                kind = _ENTRY if dash is None else _ITEM_ENTRY
+            else:
+                value_col = at
+                kind = _ITEM if dash is not None else _SCALAR
+            value: Any = None
+            layout: Any = None
+            if text is None:  # libyaml's null stands right after the ":" or the "-"
+                kind += 2
+                value_col = at + len(key) + 1 if key is not None else col + 1
+            elif text[0] == "[" or text[0] == "{":
+                kind += 1
+                value = _FlowParser(text, value_col, self.names).template()
+                layout = (tuple(map(tuple, value.blocks)), tuple(value.links), type(value.value))
+            else:
+                value = _scalar(text)
+            layout = (kind, col, name, at + 1, value_col + 1, layout)
+            found = (kind, col, name, value, at + 1, value_col + 1, self.layouts.setdefault(layout, len(self.layouts)))
+        self.digests[line] = found
+        return found
+
+    def read(self, lines: list[str]) -> list[YamlDocument]:
+        """The documents of a file split into ``lines``."""
+        for line in dict.fromkeys(lines):  # each distinct line once
+            self.digest(line)
+        digests = list(map(self.digests.__getitem__, lines))
+        layouts = list(map(_LAYOUT, digests))
+        starts = []
+        at = -1
+        try:
+            while True:
+                at = layouts.index(_START, at + 1)
+                starts.append(at)
+        except ValueError:
+            pass
+        stream_end = len(lines) if lines[-1] == "" else len(lines) + 1
+        ends = [*starts, len(lines)]
+        dots = _END in layouts
+        self.document(digests, layouts, 0, ends[0], False, ends[0] + 1 if starts else stream_end, dots)
+        for start, end in zip(starts, ends[1:], strict=True):
+            self.document(digests, layouts, start + 1, end, True, end + 1 if end < len(lines) else stream_end,
+                          dots)
+        return self.documents
+
+    def document(self, digests: list[_Digest], layouts: list[int], first: int, end: int, explicit: bool,
+                 next_line: int, dots: bool) -> None:
+        """Add the document of lines ``first`` to ``end`` (0-based, ``end`` excluded): after a
+        "---" when ``explicit``; ``next_line``: where the next token is (an empty document's
+        null stands there); ``dots``: whether the file has a "..." line."""
+        if dots and _END in layouts[first:end]:  # only blank lines may follow it before a "---"
+            at = layouts.index(_END, first, end)
+            if layouts[at + 1:end].count(_BLANK) != end - at - 1:
+                raise _Declined
+            end, next_line = at, at + 1
+        shape = tuple(layouts[first:end])
+        known = self.shapes.get(shape, 0)
+        base = first << 21
+        if type(known) is _Shape:
+            self.documents.append(known.document(digests[first:end], base))
+            return
+        if shape.count(_BLANK) == len(shape):
+            if explicit:
+                self.documents.append(YamlDocument(None, next_line, 1))
+            elif end < len(layouts) and layouts[end] == _END:
+                raise _Declined  # "..." with no document open
+            return
+        lines = digests[first:end]
+        self.documents.append(self.finish(*_tree(lines, base)))
+        if known == 1 and len(self.shapes) < _SHAPES:
+            leaves = [(d[0], d[1], d[2], _Leaf(i, d[3]), d[4], d[5], d[6]) for i, d in enumerate(lines)]
+            tree, root_mark, blocks, links, scalar_root = _tree(leaves, 0)
+            if not scalar_root:
+                marks, block = _joined(blocks, links)
+                self.shapes[shape] = _Shape(tree, root_mark, marks, block)
+                return
+        self.shapes[shape] = known + 1 if type(known) is int else known
+
+    @staticmethod
+    def finish(root: Any, root_mark: int, blocks: list[list[int]], links: list[tuple[list[int], int, int]],
+               scalar_root: bool) -> YamlDocument:
+        marks, block = _joined(blocks, links)
+        return YamlDocument(root, root_mark >> 21, root_mark & _COLUMNS, marks, block)
+
+
+def _joined(blocks: list[list[int]], links: list[tuple[list[int], int, int]]) -> tuple[array[int], int]:
+    """(marks, the root's block) of a document whose collections filled ``blocks``."""
+    marks = array("q")
+    starts = []
+    total = 0
+    for slots in blocks:
+        starts.append(total)
+        total += len(slots)
+    for slots, index, number in links:
+        slots[index] = starts[number]
+    for slots in blocks:
+        marks.fromlist(slots)
+    return marks, 0 if blocks else -1
+
+
+def _place(value: Any, mark: int, blocks: list[list[int]],
+           links: list[tuple[list[int], int, int]]) -> tuple[Any, int]:
+    """(value, block) of a digested flow collection, on the line of ``mark``."""
+    leaf = value if type(value) is _Leaf else None
+    template: _FlowTemplate = value.value if leaf is not None else value
+    first = len(blocks)
+    for slots in template.blocks:
+        blocks.append([mark | col for col in slots])  # -1 (no nested block) stays -1
+    for block, index, nested in template.links:
+        links.append((blocks[first + block], index, first + nested))
+    if leaf is not None:
+        return leaf, first
+    value = template.value
+    if not template.links:  # flat: its items are scalars
+        return (dict(value) if type(value) is dict else list(value)), first
+    return _copy(value), first
+
+
+def _tree(lines: list[_Digest], mark: int) -> tuple[Any, int, list[list[int]], list[tuple[list[int], int, int]], bool]:
+    """(root, root's mark, blocks, links, whether the root is a scalar) of one document's lines,
+    the first of them on the line after ``mark``."""
+    # The innermost open collection, in locals (indentation, value, slots, is a list); the ones
+    # around it on ``stack``. ``mapping_at``: its indentation when it is a mapping that takes
+    # the next "key: scalar" line as is (no key waiting for a value), else -1.
+    indent = mapping_at = -1
+    container: Any = None
+    slots: list[int] = []
+    is_list = False
+    stack: list[tuple[int, Any, list[int], bool]] = []
+    # A "key:" or "-" with nothing after it on its line, until the next line says whether a
+    # collection follows: (its slots, index of its mark there, its key or item number).
+    pending: tuple[list[int], int, Any] | None = None
+    blocks: list[list[int]] = []  # the slots of every collection, in the order they open
+    links: list[tuple[list[int], int, int]] = []  # (slots, index, block) to fill in at the end
+    root: Any = None
+    root_mark = 0  # 0: nothing written yet
+    scalar_root = False
+    for kind, col, key, value, key_col, value_col, _ in lines:
+        mark += _LINE_STEP
+        if kind == _ENTRY and col == mapping_at:  # the commonest line: one more field
+            if key in container:
+                raise _Declined  # a duplicate key: the libyaml path reports it
+            container[key] = value
+            slots += (mark | key_col, mark | value_col, -1)
+            continue
+        if kind <= _END:
+            if kind == _BLANK:
+                continue
+            raise _Declined  # pragma: no cover - documents are split at markers
+        if not root_mark:  # the document's first node
+            root_mark = mark | (col + 1)
+            if kind >= _SCALAR:
+                root, number = _place(value, mark, blocks, links) if kind == _FLOW else (value, -1)
+                root_mark = mark | value_col
+                scalar_root = True
+                continue
+            slots = []
+            blocks.append(slots)
+            container = root = [] if kind >= _ITEM else {}
+            indent, is_list = col, kind >= _ITEM
+        elif scalar_root:
+            raise _Declined
+        else:
+            if pending is not None:
+                parent_slots, index, part = pending
+                pending = None
+                if col > indent or (col == indent and kind >= _ITEM and not is_list):
+                    # the collection that is the waiting key's (or item's) value
+                    if kind >= _SCALAR or len(stack) >= _DEEPEST_BLOCK:
+                        raise _Declined
+                    child: Any = [] if kind >= _ITEM else {}
+                    container[part] = child
+                    stack.append((indent, container, slots, is_list))
+                    slots = []
+                    blocks.append(slots)
+                    parent_slots[index] = mark | (col + 1)
+                    links.append((parent_slots, index + 1, len(blocks) - 1))
+                    indent, container, is_list = col, child, kind >= _ITEM
+            while indent > col:
+                if not stack:
+                    raise _Declined
+                indent, container, slots, is_list = stack.pop()
+            if indent != col or kind >= _SCALAR:
+                raise _Declined  # more indented than its collection: a continued scalar
+            if is_list and kind < _ITEM:  # the end of a list written at its key's indentation
+                if not stack:
+                    raise _Declined
+                indent, container, slots, is_list = stack.pop()
+                if indent != col or is_list:
+                    raise _Declined
+        if kind >= _ITEM:
+            if not is_list:
+                raise _Declined  # a "-" where a key belongs
+            mapping_at = -1
+            if kind >= _ITEM_ENTRY:  # "- key: ...": a mapping as the item
+                if len(stack) >= _DEEPEST_BLOCK:
+                    raise _Declined
+                child = {}
+                container.append(child)
+                stack.append((indent, container, slots, is_list))
+                slots += (mark | key_col, 0)
+                links.append((slots, len(slots) - 1, len(blocks)))
+                slots = []
+                blocks.append(slots)
+                indent, container, is_list = key_col - 1, child, False
+                kind -= _ITEM_ENTRY - _ENTRY
+            elif kind == _ITEM:
+                container.append(value)
+                slots += (mark | value_col, -1)
+                continue
+            elif kind == _ITEM_FLOW:
+                value, number = _place(value, mark, blocks, links)
+                container.append(value)
+                slots += (mark | value_col, number)
+                links.append((slots, len(slots) - 1, number))
+                continue
+            else:
+                pending = (slots, len(slots), len(container))
+                container.append(None)
+                slots += (mark | value_col, -1)
+                continue
+        elif is_list:
+            raise _Declined
+        if key in container:
+            raise _Declined
+        if kind == _ENTRY:
+            container[key] = value
+            slots += (mark | key_col, mark | value_col, -1)
+        elif kind == _ENTRY_FLOW:
+            value, number = _place(value, mark, blocks, links)
+            container[key] = value
+            slots += (mark | key_col, mark | value_col, number)
+            links.append((slots, len(slots) - 1, number))
+        else:
+            pending = (slots, len(slots) + 1, key)
+            container[key] = None
+            slots += (mark | key_col, mark | value_col, -1)
+        mapping_at = indent if pending is None else -1
+    return root, root_mark, blocks, links, scalar_root
