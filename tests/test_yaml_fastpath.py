@@ -34,8 +34,21 @@ def _typed(value: Any) -> Any:
     return (type(value).__name__, repr(value))
 
 
+def _paths(value: Any, path: tuple[str | int, ...] = ()) -> list[tuple[str | int, ...]]:
+    found = [path]
+    if type(value) is dict:
+        for key, item in value.items():
+            found += _paths(item, (*path, key))
+    elif type(value) is list:
+        for index, item in enumerate(value):
+            found += _paths(item, (*path, index))
+    return found
+
+
 def _signature(doc: YamlDocument) -> tuple[Any, ...]:
-    return _typed(doc.value), doc.line, doc.col, doc.marks.tolist(), doc.block
+    """Everything a document says, positions looked up through its marks included."""
+    looked_up = [(doc.position(path), doc.key_position(path), doc.has_key(path)) for path in _paths(doc.value)]
+    return _typed(doc.value), doc.line, doc.col, doc.absolute_marks().tolist(), doc.block, looked_up
 
 
 class _Tally:
@@ -277,7 +290,8 @@ def test_everyday_yaml_takes_the_fast_path(text: str) -> None:
 @pytest.mark.parametrize("text", [
     "a: &x 1\nb: *x\n", "a: !!str 1\n", "a: |\n  x\n", "a: >\n  x\n", "a: b\n  c\n", "a: 'x\n  y'\n",
     "? a\n: b\n", "<<: {a: 1}\n", "a: 1\na: 2\n", "a:\t1\n", "a: 1\r\n", "\ufeffa: 1\n", "%YAML 1.2\n---\na: 1\n",
-    'a: "\\q"\n', "a: [1,\n  2]\n", "- - a\n", "a: b: c\n", "a: 1\n...\nb: 2\n", "...\n", "a: x\x85y\n",
+    'a: "\\q"\n', "a: [1,\n  2]\n", "- - a\n", "a: b: c\n", "a: 1\n...\nb: 2\n", "...\n", "\n...\n",
+    "a: x\x85y\n",
 ])
 def test_anything_outside_the_subset_is_declined(text: str) -> None:
     assert fast_documents(text.encode()) is None
@@ -285,7 +299,18 @@ def test_anything_outside_the_subset_is_declined(text: str) -> None:
 
 def test_the_bench_repos_take_the_fast_path(tmp_path: Path) -> None:
     # a regression that silently falls back to libyaml would only show as a slower benchmark
+    shared = 0
     for data in _bench_files(tmp_path):
         documents = fast_documents(data)
         assert documents is not None and len(documents) >= 1
         assert parse_yaml(data, "f.yaml")[0][0].value == documents[0].value
+        shared += sum(1 for doc in documents if doc.shift)
+    assert shared >= 100  # and most of their documents come from compiled shapes
+
+
+def test_documents_of_one_shape_share_their_marks() -> None:
+    text = "".join(f"---\nkind: K\nmetadata:\n  name: n{i}\nspec:\n  ports: [{i}, 2]\n" for i in range(5))
+    first, second, *rest = fast_documents(text.encode()) or []  # the second one compiles the shape
+    assert not first.shift and not second.shift and all(doc.shift and doc.marks is rest[0].marks for doc in rest)
+    assert [doc.position(("spec", "ports", 1)) for doc in [first, second, *rest]] == [(6 + 6 * i, 14) for i in range(5)]
+    _agree(text.encode(), _Tally())

@@ -25,6 +25,7 @@ _FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
 _SPECIAL_FLOATS = {".inf": float("inf"), "+.inf": float("inf"), "-.inf": float("-inf"), ".nan": float("nan")}
 # First characters a non-string plain scalar can start with: callers skip resolution for the rest.
 MAYBE_NOT_STR = frozenset("0123456789-+.~nNtTfF")
+_COLUMNS = (1 << 21) - 1  # the column's bits of a position; block numbers stay below it too
 
 
 @dataclass
@@ -36,7 +37,12 @@ class YamlDocument:
     (a dict's insertion order): three slots per mapping entry (key position, value position, block
     of the value or -1 when it is a scalar), two per list item (value position, block). A field
     is found by walking the value and the blocks side by side, so nothing per field is kept but
-    those ints: no strings, no objects the cyclic garbage collector would scan.
+    those ints: no strings, no objects the cyclic garbage collector would scan. Blocks are laid
+    out in the order their collections open (each before those nested in it).
+
+    Documents of one layout (generated repos repeat one thousands of times) may share one array,
+    written as if the document started on line 0: ``shift`` (lines << 21) is then added to every
+    position read from it, never to a block number.
     """
 
     value: Any
@@ -44,21 +50,29 @@ class YamlDocument:
     col: int
     marks: array[int] = field(default_factory=lambda: array("q"))
     block: int = -1  # the root container's block in marks; -1: the root is a scalar
+    shift: int = 0
+
+    def absolute_marks(self) -> array[int]:
+        """``marks`` with ``shift`` added to every position: what a document of its own holds."""
+        if not self.shift:
+            return self.marks
+        shift = self.shift
+        return array("q", [mark + shift if mark > _COLUMNS else mark for mark in self.marks])
 
     def _trail(self, path: FieldPath) -> tuple[int, int, int]:
         """(how many parts of ``path`` were written, position of the last one, position of its key
         or 0); the root counts as written, at the document's own position."""
-        value, block, marks = self.value, self.block, self.marks
+        value, block, marks, shift = self.value, self.block, self.marks, self.shift
         found, position, key = 0, pack_position(self.line, self.col), 0
         for part in path:
             if block < 0:
                 break
             if type(value) is dict and isinstance(part, str) and part in value:
                 base = block + 3 * index_of(value, part)
-                key, position, block = marks[base], marks[base + 1], marks[base + 2]
+                key, position, block = marks[base] + shift, marks[base + 1] + shift, marks[base + 2]
             elif type(value) is list and type(part) is int and 0 <= part < len(value):
                 base = block + 2 * part
-                key, position, block = 0, marks[base], marks[base + 1]
+                key, position, block = 0, marks[base] + shift, marks[base + 1]
             else:
                 break
             value = value[part]
@@ -92,7 +106,7 @@ def pack_position(line: int, column: int) -> int:
 
 
 def unpack_position(packed: int) -> tuple[int, int]:
-    return packed >> 21, packed & 0x1FFFFF
+    return packed >> 21, packed & _COLUMNS
 
 
 

@@ -88,8 +88,10 @@ _LAYOUT = itemgetter(6)
 _BLANK_LINE: _Digest = (_BLANK, 0, None, None, 0, 0, _BLANK)
 _LINE_STEP = 1 << 21  # a mark is line << 21 | column
 _COLUMNS = _LINE_STEP - 1
-# Compiled document shapes per file, at most: a file of hand-written documents has no repeats.
+# Compiled document shapes per file, at most (a file of hand-written documents has no repeats),
+# and the longest document compiled: generated ones are short, and a builder's source grows with it.
 _SHAPES = 256
+_SHAPE_LINES = 400
 
 
 class _Declined(Exception):
@@ -262,9 +264,8 @@ class _Shape:
     its lines one by one again. The builder's source holds only line numbers and names of this
     module (no text of the file); keys come in as a tuple.
 
-    ``marks`` are the document's marks as if it started on line 1 (line 0 + the offset of each
-    line): a document starting later adds its first line to every mark, not to block numbers
-    (below 2**21) nor to -1.
+    ``marks`` are the document's marks as if it started on line 1: every document of the shape
+    shares them, with its own ``shift`` (see :class:`YamlDocument`).
     """
 
     __slots__ = ("block", "build", "keys", "marks", "root_mark")
@@ -277,15 +278,14 @@ class _Shape:
         self.build = namespace["build"]
         self.keys = tuple(keys)
         self.root_mark = root_mark
-        self.marks = marks.tolist()
+        self.marks = marks  # shared by every document of the shape (their ``shift`` differs)
         self.block = block
 
     def document(self, digests: list[_Digest], base: int) -> YamlDocument:
         """The document of this shape whose lines are ``digests``, its first line after ``base``."""
-        marks = array("q", [mark + base if mark > _COLUMNS else mark for mark in self.marks])
         root_mark = self.root_mark + base
-        return YamlDocument(self.build(digests, self.keys), root_mark >> 21, root_mark & _COLUMNS, marks,
-                            self.block)
+        return YamlDocument(self.build(digests, self.keys), root_mark >> 21, root_mark & _COLUMNS, self.marks,
+                            self.block, base)
 
 
 def _expression(value: Any, keys: list[str]) -> str:
@@ -399,26 +399,29 @@ class _Reader:
         """Add the document of lines ``first`` to ``end`` (0-based, ``end`` excluded): after a
         "---" when ``explicit``; ``next_line``: where the next token is (an empty document's
         null stands there); ``dots``: whether the file has a "..." line."""
-        if dots and _END in layouts[first:end]:  # only blank lines may follow it before a "---"
+        dots = dots and _END in layouts[first:end]
+        if dots:  # only blank lines may follow "..." before a "---"
             at = layouts.index(_END, first, end)
             if layouts[at + 1:end].count(_BLANK) != end - at - 1:
                 raise _Declined
             end, next_line = at, at + 1
+        while end > first and layouts[end - 1] == _BLANK:  # the same shape, whatever blank lines follow
+            end -= 1
         shape = tuple(layouts[first:end])
         known = self.shapes.get(shape, 0)
         base = first << 21
         if type(known) is _Shape:
             self.documents.append(known.document(digests[first:end], base))
             return
-        if shape.count(_BLANK) == len(shape):
+        if first == end:
             if explicit:
                 self.documents.append(YamlDocument(None, next_line, 1))
-            elif end < len(layouts) and layouts[end] == _END:
+            elif dots:
                 raise _Declined  # "..." with no document open
             return
         lines = digests[first:end]
         self.documents.append(self.finish(*_tree(lines, base)))
-        if known == 1 and len(self.shapes) < _SHAPES:
+        if known == 1 and len(self.shapes) < _SHAPES and len(shape) <= _SHAPE_LINES:
             leaves = [(d[0], d[1], d[2], _Leaf(i, d[3]), d[4], d[5], d[6]) for i, d in enumerate(lines)]
             tree, root_mark, blocks, links, scalar_root = _tree(leaves, 0)
             if not scalar_root:
