@@ -314,3 +314,16 @@ def test_documents_of_one_shape_share_their_marks() -> None:
     assert not first.shift and not second.shift and all(doc.shift and doc.marks is rest[0].marks for doc in rest)
     assert [doc.position(("spec", "ports", 1)) for doc in [first, second, *rest]] == [(6 + 6 * i, 14) for i in range(5)]
     _agree(text.encode(), _Tally())
+
+
+def test_the_shortcut_for_simple_lines_finds_what_the_full_expression_finds() -> None:
+    from reconciler.desired.yamlfast import _SIMPLE_ENTRY, _Reader
+    generator = _Generator(random.Random(SEED + 2))
+    checked = 0
+    for _ in range(1500):
+        for line in generator.file().split("\n"):
+            match = _SIMPLE_ENTRY.fullmatch(line)
+            if match is not None:
+                assert _Reader().simple_entry(match) == _Reader().any_line(line), line
+                checked += 1
+    assert checked > 150
