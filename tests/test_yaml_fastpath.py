@@ -189,6 +189,12 @@ class _Generator:
 
     def file(self) -> str:
         rng = self.rng
+        if rng.random() < 0.15:  # one layout again and again (digits changed): compiled shapes
+            lines = self.document()
+            digits = "0123456789"
+            copies = ["\n".join(["---", *lines]).translate(str.maketrans(digits, digits[k:] + digits[:k]))
+                      for k in range(rng.randint(3, 5))]
+            return "\n".join(copies) + rng.choice(["\n", "", "\n\n"])
         parts = []
         for index in range(rng.choice([1, 1, 2, 3])):
             head = [] if index == 0 and rng.random() < 0.6 else [rng.choice(["---", "--- # doc", "---  "])]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 from array import array
-from dataclasses import dataclass, field
 from typing import Any
 
 FieldPath = tuple[str | int, ...]
@@ -28,7 +27,6 @@ MAYBE_NOT_STR = frozenset("0123456789-+.~nNtTfF")
 _COLUMNS = (1 << 21) - 1  # the column's bits of a position; block numbers stay below it too
 
 
-@dataclass
 class YamlDocument:
     """One document of a file: its value and where each field of it was written (1-based).
 
@@ -45,12 +43,28 @@ class YamlDocument:
     position read from it, never to a block number.
     """
 
-    value: Any
-    line: int  # where the root value was written
-    col: int
-    marks: array[int] = field(default_factory=lambda: array("q"))
-    block: int = -1  # the root container's block in marks; -1: the root is a scalar
-    shift: int = 0
+    __slots__ = ("_value", "block", "col", "line", "marks", "shift")
+
+    def __init__(self, value: Any, line: int, col: int, marks: array[int] | None = None, block: int = -1,
+                 shift: int = 0) -> None:
+        self._value = value
+        self.line = line  # where the root value was written
+        self.col = col
+        self.marks = array("q") if marks is None else marks
+        self.block = block  # the root container's block in marks; -1: the root is a scalar
+        self.shift = shift
+
+    @property
+    def value(self) -> Any:
+        return self._value
+
+    def _layout(self) -> Any:
+        """What positions are looked up in: the value, or anything with its keys and list lengths."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return (f"YamlDocument(value={self.value!r}, line={self.line}, col={self.col}, block={self.block}, "
+                f"shift={self.shift})")
 
     def absolute_marks(self) -> array[int]:
         """``marks`` with ``shift`` added to every position: what a document of its own holds."""
@@ -62,7 +76,7 @@ class YamlDocument:
     def _trail(self, path: FieldPath) -> tuple[int, int, int]:
         """(how many parts of ``path`` were written, position of the last one, position of its key
         or 0); the root counts as written, at the document's own position."""
-        value, block, marks, shift = self.value, self.block, self.marks, self.shift
+        value, block, marks, shift = self._layout(), self.block, self.marks, self.shift
         found, position, key = 0, pack_position(self.line, self.col), 0
         for part in path:
             if block < 0:

@@ -271,24 +271,67 @@ class _Shape:
     shares them, with its own ``shift`` (see :class:`YamlDocument`).
     """
 
-    __slots__ = ("block", "build", "keys", "marks", "root_mark")
+    __slots__ = ("block", "build", "keys", "marks", "root_mark", "skeleton")
 
     def __init__(self, tree: Any, root_mark: int, marks: array[int], block: int) -> None:
         keys: list[str] = []
         source = f"def build(d, k):\n    return {_expression(tree, keys)}\n"
         namespace: dict[str, Any] = {"_dict": dict, "_list": list, "_copy": _copy}
         exec(compile(source, "<yaml document shape>", "exec"), namespace)
-        self.build = namespace["build"]
+        self.build: Any = namespace["build"]
         self.keys = tuple(keys)
+        self.skeleton = _skeleton(tree)
         self.root_mark = root_mark
         self.marks = marks  # shared by every document of the shape (their ``shift`` differs)
         self.block = block
 
     def document(self, digests: list[_Digest], base: int) -> YamlDocument:
         """The document of this shape whose lines are ``digests``, its first line after ``base``."""
-        root_mark = self.root_mark + base
-        return YamlDocument(self.build(digests, self.keys), root_mark >> 21, root_mark & _COLUMNS, self.marks,
-                            self.block, base)
+        return _ShapedDocument(self, digests, base)
+
+
+class _ShapedDocument(YamlDocument):
+    """A document of a compiled shape: its value is built each time it is asked for.
+
+    The loader asks once, to validate it; what it keeps afterwards (for positions) is then a list
+    of the lines' digests, which other documents share, rather than the document's dicts and
+    lists: a large repo's transient memory shrinks by about a kilobyte per document.
+    """
+
+    __slots__ = ("digests", "shape")
+
+    def __init__(self, shape: _Shape, digests: list[_Digest], base: int) -> None:
+        root_mark = shape.root_mark + base
+        super().__init__(None, root_mark >> 21, root_mark & _COLUMNS, shape.marks, shape.block, base)
+        self.shape = shape
+        self.digests = digests
+
+    @property
+    def value(self) -> Any:
+        return self.shape.build(self.digests, self.shape.keys)
+
+    def _layout(self) -> Any:
+        return self.shape.skeleton
+
+
+def _structure(value: Any) -> Any:
+    """Keys and list lengths of a flow collection: part of its line's layout (with its columns)."""
+    if type(value) is dict:
+        return "map", tuple((key, _structure(item)) for key, item in value.items())
+    if type(value) is list:
+        return "seq", tuple(_structure(item) for item in value)
+    return None
+
+
+def _skeleton(tree: Any) -> Any:
+    """A shape's tree with what positions need: every key and list item, flow collections too."""
+    if type(tree) is dict:
+        return {key: _skeleton(item) for key, item in tree.items()}
+    if type(tree) is list:
+        return [_skeleton(item) for item in tree]
+    if type(tree) is _Leaf and type(tree.value) is _FlowTemplate:
+        return tree.value.value
+    return None
 
 
 def _expression(value: Any, keys: list[str]) -> str:
@@ -385,7 +428,7 @@ class _Reader:
             elif text[0] == "[" or text[0] == "{":
                 kind += 1
                 value = _FlowParser(text, value_col, self.names).template()
-                layout = (tuple(map(tuple, value.blocks)), tuple(value.links), type(value.value))
+                layout = (tuple(map(tuple, value.blocks)), tuple(value.links), _structure(value.value))
             else:
                 value = _scalar(text)
             layout = (kind, col, name, at + 1, value_col + 1, layout)
