@@ -101,8 +101,6 @@ class _Declined(Exception):
     """The text is outside the subset: the libyaml path must read the file."""
 
 
-
-
 def fast_documents(data: bytes) -> list[YamlDocument] | None:
     """The documents of one file read by the fast path, or None when it declines the file."""
     try:
