@@ -17,7 +17,8 @@ indentation), ``---`` and ``...``, comments, blank lines, one-line plain, single
 double-quoted scalars, and one-line flow lists and mappings of those. Declined: tabs, carriage
 returns, byte order marks, control characters, directives, anchors, aliases, tags, block
 scalars, scalars over several lines, complex keys, merge keys, duplicate keys (the libyaml path
-reports them), unknown escapes, and any line the expression does not take whole.
+reports them), unknown escapes, and any line the expression does not take whole. Scalars and
+flow collections are read by :mod:`reconciler.desired.yamlflow`.
 tests/test_yaml_fastpath.py checks the two paths against each other on many thousands of files.
 """
 
@@ -29,53 +30,44 @@ from operator import itemgetter
 from typing import Any
 
 from reconciler.desired.yamldoc import MAYBE_NOT_STR, YamlDocument, resolve_plain
+from reconciler.desired.yamlflow import (
+    ANY,
+    DOUBLE_QUOTED,
+    LONGEST_KEY,
+    REFUSED,
+    SINGLE_QUOTED,
+    Declined,
+    FlowParser,
+    FlowTemplate,
+    copy_value,
+    mapping_key,
+    scalar,
+    structure,
+)
 
-# Characters after which libyaml would read a line differently from this module: tabs, carriage
-# returns and the other line breaks it knows (NEL, LS, PS), BOMs, and what its reader refuses.
-_REFUSED = "\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\ufeff\ufffe\uffff"
-_ANY = f"[^{_REFUSED}]"
 # A plain scalar on one line, in block context (YAML 1.2 ns-plain-one-line, as libyaml scans it):
 # it cannot start with an indicator ("-" only when a non-space follows), ": " and " #" end it,
 # and trailing spaces are not part of it. "?" and ":" may start one too; those are left to libyaml.
-_PLAIN = (rf"""(?:[^-?:,\[\]{{}}\#&*!|>'"%@`\ {_REFUSED}]|-(?=[^\ {_REFUSED}]))"""
-          rf"""(?:[^:\ {_REFUSED}]++|:(?=[^\ {_REFUSED}])|\ ++(?=[^\ \#:{_REFUSED}]|:[^\ {_REFUSED}]))*""")
-_SINGLE = rf"'(?:[^'{_REFUSED}]|'')*'"
-_DOUBLE = rf'"(?:[^"\\{_REFUSED}]|\\{_ANY})*"'
+_PLAIN = (rf"""(?:[^-?:,\[\]{{}}\#&*!|>'"%@`\ {REFUSED}]|-(?=[^\ {REFUSED}]))"""
+          rf"""(?:[^:\ {REFUSED}]++|:(?=[^\ {REFUSED}])|\ ++(?=[^\ \#:{REFUSED}]|:[^\ {REFUSED}]))*""")
 # One line of block YAML: (document marker, indentation, list dash, key, ":" and the spaces after
 # it, value); a flow collection's value runs to the end of the line (comment included).
 _LINE = re.compile(rf"""
-    (---|\.\.\.)(?:\ +(?:\#{_ANY}*)?)?
+    (---|\.\.\.)(?:\ +(?:\#{ANY}*)?)?
     |
     (?!(?:---|\.\.\.)(?:\ |$))
     (\ *+)
     (-(?:\ ++|$))?
-    (?:({_PLAIN}|{_SINGLE}|{_DOUBLE})(:(?:\ ++|$)))?
-    ({_PLAIN}|{_SINGLE}|{_DOUBLE}|[\[{{]{_ANY}*)?
-    \ *(?:(?<![^\ ])\#{_ANY}*)?
+    (?:({_PLAIN}|{SINGLE_QUOTED}|{DOUBLE_QUOTED})(:(?:\ ++|$)))?
+    ({_PLAIN}|{SINGLE_QUOTED}|{DOUBLE_QUOTED}|[\[{{]{ANY}*)?
+    \ *(?:(?<![^\ ])\#{ANY}*)?
     """, re.VERBOSE)
 
 # The commonest line, "key: value" (perhaps after "- "), with nothing _LINE must look into.
 _SIMPLE_ENTRY = re.compile(r"(\ *)(-\ )?([A-Za-z0-9_][A-Za-z0-9_./-]*):\ ([A-Za-z0-9_./][A-Za-z0-9_./-]*)")
 
-# Inside a flow collection: flow indicators end a plain scalar, and ":" continues one only
-# before a character that could go on with it.
-_FLOW_PLAIN = (rf"""(?:[^-?:,\[\]{{}}\#&*!|>'"%@`\ {_REFUSED}]|-(?=[^\ ,\[\]{{}}{_REFUSED}]))"""
-               rf"""(?:[^:,\[\]{{}}\ {_REFUSED}]++|:(?=[^\ ,\[\]{{}}?{_REFUSED}])"""
-               rf"""|\ ++(?=[^\ \#:,\[\]{{}}{_REFUSED}]|:[^\ ,\[\]{{}}?{_REFUSED}]))*""")
-# One token of a flow collection: (indicator, plain scalar, quoted scalar, ": ").
-_FLOW_TOKEN = re.compile(rf"\ *(?:([\[\]{{}},])|({_FLOW_PLAIN})|({_SINGLE}|{_DOUBLE})|(:\ ))", re.VERBOSE)
-_FLOW_TAIL = re.compile(rf"\ *(?:(?<=\ )\#{_ANY}*)?")
-
-_ESCAPE = re.compile(r"\\(?:x([0-9A-Fa-f]{2})|u([0-9A-Fa-f]{4})|U([0-9A-Fa-f]{8})|(.))")
-_ESCAPES = {"0": "\0", "a": "\a", "b": "\b", "t": "\t", "n": "\n", "v": "\v", "f": "\f", "r": "\r",
-            "e": "\x1b", " ": " ", '"': '"', "/": "/", "\\": "\\", "N": "\x85", "_": "\xa0",
-            "L": "\u2028", "P": "\u2029"}
-# libyaml gives up on an implicit key over 1,024 characters (or bytes): far above real keys.
-_LONGEST_KEY = 250
 # Well below MAX_DEPTH (64), where the libyaml path refuses a document with its own message.
 _DEEPEST_BLOCK = 32
-_DEEPEST_FLOW = 16
-_QUOTES = frozenset("'\"")
 
 # What a line holds, the first field of its digest.
 _BLANK, _START, _END = 0, 1, 2  # nothing (or a comment); "---"; "..."
@@ -97,10 +89,6 @@ _SHAPES = 256
 _SHAPE_LINES = 400
 
 
-class _Declined(Exception):
-    """The text is outside the subset: the libyaml path must read the file."""
-
-
 def fast_documents(data: bytes) -> list[YamlDocument] | None:
     """The documents of one file read by the fast path, or None when it declines the file."""
     try:
@@ -109,145 +97,8 @@ def fast_documents(data: bytes) -> list[YamlDocument] | None:
         return None
     try:
         return _Reader().read(text.split("\n"))
-    except _Declined:
+    except Declined:
         return None
-
-
-def _single_quoted(text: str) -> str:
-    return text[1:-1].replace("''", "'")
-
-
-def _escape(match: re.Match[str]) -> str:
-    short = match.group(4)
-    if short is not None:
-        value = _ESCAPES.get(short)
-        if value is None:
-            raise _Declined
-        return value
-    code = int(match.group(1) or match.group(2) or match.group(3), 16)
-    if 0xD800 <= code <= 0xDFFF or code > 0x10FFFF:
-        raise _Declined
-    return chr(code)
-
-
-def _double_quoted(text: str) -> str:
-    body = text[1:-1]
-    return _ESCAPE.sub(_escape, body) if "\\" in body else body
-
-
-def _scalar(text: str) -> Any:
-    """The value of a plain or quoted scalar as written."""
-    first = text[0]
-    if first == "'":
-        return _single_quoted(text)
-    if first == '"':
-        return _double_quoted(text)
-    return resolve_plain(text) if first in MAYBE_NOT_STR else text
-
-
-def _copy(value: Any) -> Any:
-    if type(value) is dict:
-        return {key: _copy(item) for key, item in value.items()}
-    if type(value) is list:
-        return [_copy(item) for item in value]
-    return value
-
-
-class _FlowTemplate:
-    """A flow collection as one line writes it, ready to be placed on any line.
-
-    ``blocks`` hold the slots of its collections in the order they open, marks as bare columns;
-    ``links`` say which slots hold the number of a nested block (counted from the first here).
-    """
-
-    __slots__ = ("blocks", "links", "value")
-
-    def __init__(self, value: Any, blocks: list[list[int]], links: list[tuple[int, int, int]]) -> None:
-        self.value = value
-        self.blocks = blocks
-        self.links = links
-
-
-class _FlowParser:
-    """One flow collection written on one line, from ``[`` or ``{`` to the line's end."""
-
-    def __init__(self, text: str, col: int, names: dict[str, str]) -> None:
-        self.text = text
-        self.col = col + 1  # 1-based column of the text's first character
-        self.names = names
-        self.blocks: list[list[int]] = []
-        self.links: list[tuple[int, int, int]] = []  # (block, slot, nested block)
-
-    def template(self) -> _FlowTemplate:
-        value, end, _ = self.node(0, 0)
-        if _FLOW_TAIL.fullmatch(self.text, end) is None:
-            raise _Declined
-        return _FlowTemplate(value, self.blocks, self.links)
-
-    def token(self, pos: int) -> re.Match[str]:
-        match = _FLOW_TOKEN.match(self.text, pos)
-        if match is None:
-            raise _Declined
-        return match
-
-    def node(self, pos: int, depth: int) -> tuple[Any, int, int]:
-        """(value, position after it, its block or -1) of the node at ``pos``."""
-        match = self.token(pos)
-        kind = match.lastindex
-        if kind == 2 or kind == 3:
-            return _scalar(match.group(kind)), match.end(), -1
-        indicator = match.group(1)
-        if depth >= _DEEPEST_FLOW or (indicator != "[" and indicator != "{"):
-            raise _Declined
-        slots: list[int] = []
-        self.blocks.append(slots)
-        number = len(self.blocks) - 1
-        closing = "]" if indicator == "[" else "}"
-        collection: Any = [] if indicator == "[" else {}
-        pos = match.end()
-        if self.token(pos).group(1) == closing:
-            return collection, self.token(pos).end(), number
-        while True:
-            if indicator == "{":
-                key_match = self.token(pos)
-                kind = key_match.lastindex
-                if kind != 2 and kind != 3:
-                    raise _Declined
-                key = _key(key_match.group(kind), collection, self.names)
-                separator = self.token(key_match.end())
-                if separator.lastindex != 4:
-                    raise _Declined
-                slots.append(self.col + key_match.start(kind))
-                pos = separator.end()
-            start = self.token(pos)
-            if start.lastindex is None or start.lastindex == 4:
-                raise _Declined  # ": " where a node belongs
-            value, pos, nested = self.node(pos, depth + 1)
-            slots.append(self.col + start.start(start.lastindex))
-            slots.append(nested)
-            if nested >= 0:
-                self.links.append((number, len(slots) - 1, nested))
-            if indicator == "{":
-                collection[key] = value
-            else:
-                collection.append(value)
-            end = self.token(pos)
-            if end.group(1) == closing:
-                return collection, end.end(), number
-            if end.group(1) != ",":
-                raise _Declined
-            pos = end.end()
-
-
-def _key(text: str, mapping: dict[str, Any], names: dict[str, str]) -> str:
-    """A mapping key as written: declined when libyaml's path must refuse or report it."""
-    if len(text) > _LONGEST_KEY:
-        raise _Declined
-    key = _scalar(text) if text[0] in _QUOTES else text  # a plain key is never resolved
-    key = names.setdefault(key, key)
-    if key in mapping or key == "<<":
-        raise _Declined
-    return key
 
 
 class _Leaf:
@@ -274,7 +125,7 @@ class _Shape:
     def __init__(self, tree: Any, root_mark: int, marks: array[int], block: int) -> None:
         keys: list[str] = []
         source = f"def build(d, k):\n    return {_expression(tree, keys)}\n"
-        namespace: dict[str, Any] = {"_dict": dict, "_list": list, "_copy": _copy}
+        namespace: dict[str, Any] = {"_dict": dict, "_list": list, "copy_value": copy_value}
         exec(compile(source, "<yaml document shape>", "exec"), namespace)
         self.build: Any = namespace["build"]
         self.keys = tuple(keys)
@@ -312,22 +163,13 @@ class _ShapedDocument(YamlDocument):
         return self.shape.skeleton
 
 
-def _structure(value: Any) -> Any:
-    """Keys and list lengths of a flow collection: part of its line's layout (with its columns)."""
-    if type(value) is dict:
-        return "map", tuple((key, _structure(item)) for key, item in value.items())
-    if type(value) is list:
-        return "seq", tuple(_structure(item) for item in value)
-    return None
-
-
 def _skeleton(tree: Any) -> Any:
     """A shape's tree with what positions need: every key and list item, flow collections too."""
     if type(tree) is dict:
         return {key: _skeleton(item) for key, item in tree.items()}
     if type(tree) is list:
         return [_skeleton(item) for item in tree]
-    if type(tree) is _Leaf and type(tree.value) is _FlowTemplate:
+    if type(tree) is _Leaf and type(tree.value) is FlowTemplate:
         return tree.value.value
     return None
 
@@ -348,10 +190,10 @@ def _expression(value: Any, keys: list[str]) -> str:
     assert kind is _Leaf
     here = f"d[{value.index}][3]"
     template = value.value
-    if type(template) is not _FlowTemplate:
+    if type(template) is not FlowTemplate:
         return here
     if template.links:
-        return f"_copy({here}.value)"
+        return f"copy_value({here}.value)"
     return f"_dict({here}.value)" if type(template.value) is dict else f"_list({here}.value)"
 
 
@@ -389,8 +231,8 @@ class _Reader:
         spaces, dash, key, text = match.groups()
         col = len(spaces)
         at = col + 2 if dash else col
-        if len(key) > _LONGEST_KEY:
-            raise _Declined
+        if len(key) > LONGEST_KEY:
+            raise Declined
         name = self.names.setdefault(key, key)
         kind = _ITEM_ENTRY if dash else _ENTRY
         value_col = at + len(key) + 3
@@ -400,7 +242,7 @@ class _Reader:
     def any_line(self, line: str) -> _Digest:
         match = _LINE.fullmatch(line)
         if match is None:
-            raise _Declined
+            raise Declined
         marker, spaces, dash, key, separator, text = match.groups()
         if marker is not None:
             kind = _START if marker == "---" else _END
@@ -412,7 +254,7 @@ class _Reader:
             at = col + len(dash) if dash is not None else col  # where the node after the dash starts
             name: str | None = None
             if key is not None:
-                name = _key(key, {}, self.names)
+                name = mapping_key(key, {}, self.names)
                 value_col = at + len(key) + len(separator)
                 kind = _ENTRY if dash is None else _ITEM_ENTRY
             else:
@@ -425,10 +267,10 @@ class _Reader:
                 value_col = at + len(key) + 1 if key is not None else col + 1
             elif text[0] == "[" or text[0] == "{":
                 kind += 1
-                value = _FlowParser(text, value_col, self.names).template()
-                layout = (tuple(map(tuple, value.blocks)), tuple(value.links), _structure(value.value))
+                value = FlowParser(text, value_col, self.names).template()
+                layout = (tuple(map(tuple, value.blocks)), tuple(value.links), structure(value.value))
             else:
-                value = _scalar(text)
+                value = scalar(text)
             layout = (kind, col, name, at + 1, value_col + 1, layout)
             found = (kind, col, name, value, at + 1, value_col + 1, self.layouts.setdefault(layout, len(self.layouts)))
         return found
@@ -465,7 +307,7 @@ class _Reader:
         if dots:  # only blank lines may follow "..." before a "---"
             at = layouts.index(_END, first, end)
             if layouts[at + 1:end].count(_BLANK) != end - at - 1:
-                raise _Declined
+                raise Declined
             end, next_line = at, at + 1
         while end > first and layouts[end - 1] == _BLANK:  # the same shape, whatever blank lines follow
             end -= 1
@@ -479,7 +321,7 @@ class _Reader:
             if explicit:
                 self.documents.append(YamlDocument(None, next_line, 1))
             elif dots:
-                raise _Declined  # "..." with no document open
+                raise Declined  # "..." with no document open
             return
         lines = digests[first:end]
         self.documents.append(self.finish(*_tree(lines, base)))
@@ -518,7 +360,7 @@ def _place(value: Any, mark: int, blocks: list[list[int]],
            links: list[tuple[list[int], int, int]]) -> tuple[Any, int]:
     """(value, block) of a digested flow collection, on the line of ``mark``."""
     leaf = value if type(value) is _Leaf else None
-    template: _FlowTemplate = value.value if leaf is not None else value
+    template: FlowTemplate = value.value if leaf is not None else value
     first = len(blocks)
     for slots in template.blocks:
         blocks.append([mark | col for col in slots])  # -1 (no nested block) stays -1
@@ -529,7 +371,7 @@ def _place(value: Any, mark: int, blocks: list[list[int]],
     value = template.value
     if not template.links:  # flat: its items are scalars
         return (dict(value) if type(value) is dict else list(value)), first
-    return _copy(value), first
+    return copy_value(value), first
 
 
 def _tree(lines: list[_Digest], mark: int) -> tuple[Any, int, list[list[int]], list[tuple[list[int], int, int]], bool]:
@@ -555,14 +397,14 @@ def _tree(lines: list[_Digest], mark: int) -> tuple[Any, int, list[list[int]], l
         mark += _LINE_STEP
         if kind == _ENTRY and col == mapping_at:  # the commonest line: one more field
             if key in container:
-                raise _Declined  # a duplicate key: the libyaml path reports it
+                raise Declined  # a duplicate key: the libyaml path reports it
             container[key] = value
             slots += (mark | key_col, mark | value_col, -1)
             continue
         if kind <= _END:
             if kind == _BLANK:
                 continue
-            raise _Declined  # pragma: no cover - documents are split at markers
+            raise Declined  # pragma: no cover - documents are split at markers
         if not root_mark:  # the document's first node
             root_mark = mark | (col + 1)
             if kind >= _SCALAR:
@@ -575,7 +417,7 @@ def _tree(lines: list[_Digest], mark: int) -> tuple[Any, int, list[list[int]], l
             container = root = [] if kind >= _ITEM else {}
             indent, is_list = col, kind >= _ITEM
         elif scalar_root:
-            raise _Declined
+            raise Declined
         else:
             if pending is not None:
                 parent_slots, index, part = pending
@@ -583,7 +425,7 @@ def _tree(lines: list[_Digest], mark: int) -> tuple[Any, int, list[list[int]], l
                 if col > indent or (col == indent and kind >= _ITEM and not is_list):
                     # the collection that is the waiting key's (or item's) value
                     if kind >= _SCALAR or len(stack) >= _DEEPEST_BLOCK:
-                        raise _Declined
+                        raise Declined
                     child: Any = [] if kind >= _ITEM else {}
                     container[part] = child
                     stack.append((indent, container, slots, is_list))
@@ -594,23 +436,23 @@ def _tree(lines: list[_Digest], mark: int) -> tuple[Any, int, list[list[int]], l
                     indent, container, is_list = col, child, kind >= _ITEM
             while indent > col:
                 if not stack:
-                    raise _Declined
+                    raise Declined
                 indent, container, slots, is_list = stack.pop()
             if indent != col or kind >= _SCALAR:
-                raise _Declined  # more indented than its collection: a continued scalar
+                raise Declined  # more indented than its collection: a continued scalar
             if is_list and kind < _ITEM:  # the end of a list written at its key's indentation
                 if not stack:
-                    raise _Declined
+                    raise Declined
                 indent, container, slots, is_list = stack.pop()
                 if indent != col or is_list:
-                    raise _Declined
+                    raise Declined
         if kind >= _ITEM:
             if not is_list:
-                raise _Declined  # a "-" where a key belongs
+                raise Declined  # a "-" where a key belongs
             mapping_at = -1
             if kind >= _ITEM_ENTRY:  # "- key: ...": a mapping as the item
                 if len(stack) >= _DEEPEST_BLOCK:
-                    raise _Declined
+                    raise Declined
                 child = {}
                 container.append(child)
                 stack.append((indent, container, slots, is_list))
@@ -636,9 +478,9 @@ def _tree(lines: list[_Digest], mark: int) -> tuple[Any, int, list[list[int]], l
                 slots += (mark | value_col, -1)
                 continue
         elif is_list:
-            raise _Declined
+            raise Declined
         if key in container:
-            raise _Declined
+            raise Declined
         if kind == _ENTRY:
             container[key] = value
             slots += (mark | key_col, mark | value_col, -1)
