@@ -45,7 +45,7 @@ SERVICE_KEYS = "Service"
 ANY_KIND = "*"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LoadedDocument:
     """A typed document and where each of its fields was written."""
 
