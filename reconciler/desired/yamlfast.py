@@ -125,7 +125,7 @@ class _Shape:
     def __init__(self, tree: Any, root_mark: int, marks: array[int], block: int) -> None:
         keys: list[str] = []
         source = f"def build(d, k):\n    return {_expression(tree, keys)}\n"
-        namespace: dict[str, Any] = {"_dict": dict, "_list": list, "copy_value": copy_value}
+        namespace: dict[str, Any] = {"_dict": dict, "_list": list, "_copy": copy_value}
         exec(compile(source, "<yaml document shape>", "exec"), namespace)
         self.build: Any = namespace["build"]
         self.keys = tuple(keys)
@@ -193,7 +193,7 @@ def _expression(value: Any, keys: list[str]) -> str:
     if type(template) is not FlowTemplate:
         return here
     if template.links:
-        return f"copy_value({here}.value)"
+        return f"_copy({here}.value)"
     return f"_dict({here}.value)" if type(template.value) is dict else f"_list({here}.value)"
 
 
