@@ -498,8 +498,10 @@ def parse_yaml(data: bytes, file: str) -> tuple[list[YamlDocument], list[Diagnos
     ``data`` must already be valid UTF-8. A syntax error stops the file (a YAML parser cannot
     resynchronise reliably); problems inside well-formed YAML (duplicate keys) are all reported.
     Everyday block YAML takes the fast path; it declines anything else, which libyaml reads.
+    The fast path gives what libyaml gives, so it is not taken without libyaml (PyYAML's own
+    parser differs from it in corners, such as "?" inside a flow collection's plain scalar).
     """
-    documents = fast_documents(data)
+    documents = fast_documents(data) if USING_LIBYAML else None
     if documents is not None:
         return documents, []
     return parse_yaml_with_libyaml(data, file)
