@@ -18,7 +18,7 @@ import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from reconciler.common.errors import ConfigError, Diagnostic
 from reconciler.common.gcpause import gc_paused
@@ -62,11 +62,15 @@ def build_desired_state(documents: Sequence[LoadedDocument], revision: str | Non
     """The DesiredState of documents that passed :func:`validate_documents`; ``loaded`` (the
     load that found them) adds its warnings and what it skipped."""
 
-    def sorted_models(model: type[M]) -> tuple[M, ...]:
-        found = [d.model for d in documents if isinstance(d.model, model)]
-        return tuple(sorted(found, key=lambda m: m.metadata.name))
+    by_model: dict[type, list[Any]] = {}  # one pass, whatever the number of kinds
+    origins: dict[tuple[str, str], Origin] = {}
+    for doc in documents:
+        model = doc.model
+        by_model.setdefault(type(model), []).append(model)
+        origins[model.kind, model.metadata.name] = doc.origin
 
-    origins: dict[tuple[str, str], Origin] = {(d.kind, d.name): d.origin for d in documents}
+    def sorted_models(model: type[M]) -> tuple[M, ...]:
+        return tuple(sorted(by_model.get(model, ()), key=_name))
     return DesiredState(
         pools=sorted_models(IPAddressPool),
         advertisements=sorted_models(L2Advertisement),
@@ -80,6 +84,10 @@ def build_desired_state(documents: Sequence[LoadedDocument], revision: str | Non
         warnings=tuple(sorted(loaded.warnings)) if loaded is not None else (),
         skipped=loaded.skipped_summary() if loaded is not None else None,
     )
+
+
+def _name(model: IPAddressPool | L2Advertisement | ServiceExposure | Tunnel | TunnelRoute | DynamicDNS) -> str:
+    return model.metadata.name
 
 
 def validate_documents(documents: Sequence[LoadedDocument],

@@ -49,6 +49,16 @@ from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 from yaml.reader import ReaderError
 
 from reconciler.common.errors import Diagnostic
+from reconciler.desired.yamldoc import (
+    MAX_DEPTH,
+    MAYBE_NOT_STR,
+    FieldPath,
+    YamlDocument,
+    index_of,
+    resolve_plain,
+    unpack_position,
+)
+from reconciler.desired.yamlfast import fast_documents
 
 try:  # PyYAML's binding of libyaml: ~10x faster than its pure-Python parser.
     from yaml._yaml import CParser
@@ -60,9 +70,6 @@ USING_LIBYAML: bool = CParser is not None
 # How many nodes aliases may add to one document when expanded. Real manifests use a few
 # anchors for shared selectors; a billion-laughs document needs millions.
 ALIAS_EXPANSION_LIMIT = 10_000
-# How deeply mappings and lists may nest. Real documents stay below 15 levels; a hostile file of
-# 300,000 nested "[" would otherwise cost memory quadratic in its depth (every field path).
-MAX_DEPTH = 64
 # libyaml's composer recurses in C once per level of nesting, with about 400 bytes of stack each:
 # 20,000 levels fit glibc's 8 MiB stack (a thread's too, on Debian), 200,000 crash the process.
 # Files that might nest deeper than this are composed from events here.
@@ -70,7 +77,6 @@ _C_COMPOSER_DEPTH = 5_000
 # A "---" line, as libyaml sees it (a line break other than \n only makes fewer, larger parts).
 _DOCUMENT_START = re.compile(rb"\n---(?=[ \t\r\n]|\Z)")
 
-FieldPath = tuple[str | int, ...]
 
 _TAG = "tag:yaml.org,2002:"
 _STR = _TAG + "str"  # also the tag the composers give a quoted (or block) scalar without one
@@ -78,84 +84,10 @@ _SCALAR_TAGS = {_TAG + t for t in ("str", "int", "float", "bool", "null")}
 _TAG_TYPES: dict[str, type | tuple[type, ...]] = {
     _TAG + "int": int, _TAG + "float": (int, float), _TAG + "bool": bool, _TAG + "null": type(None),
 }
-_NULLS = {"", "~", "null", "Null", "NULL"}
-_BOOLS = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
-_INT = re.compile(r"[-+]?[0-9]+")
-_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
-_SPECIAL_FLOATS = {".inf": float("inf"), "+.inf": float("inf"), "-.inf": float("-inf"), ".nan": float("nan")}
-# First characters a non-string plain scalar can start with: the fast path skips everything else.
-_MAYBE_NOT_STR = frozenset("0123456789-+.~nNtTfF")
 # A chain of field parts, innermost last: (parent chain, key or index), None at the top. Parts
 # that are None (a dropped duplicate, the document itself) are left out of messages.
 _Chain = tuple[Any, str | int | None] | None
 
-
-@dataclass
-class YamlDocument:
-    """One document of a file: its value and where each field of it was written (1-based).
-
-    Positions live in one flat array of ints per document, packed as ``line << 21 | column``.
-    Every mapping and list owns a contiguous block of it, entry by entry in the order of its value
-    (a dict's insertion order): three slots per mapping entry (key position, value position, block
-    of the value or -1 when it is a scalar), two per list item (value position, block). A field
-    is found by walking the value and the blocks side by side, so nothing per field is kept but
-    those ints: no strings, no objects the cyclic garbage collector would scan.
-    """
-
-    value: Any
-    line: int  # where the root value was written
-    col: int
-    marks: array[int] = field(default_factory=lambda: array("q"))
-    block: int = -1  # the root container's block in marks; -1: the root is a scalar
-
-    def _trail(self, path: FieldPath) -> tuple[int, int, int]:
-        """(how many parts of ``path`` were written, position of the last one, position of its key
-        or 0); the root counts as written, at the document's own position."""
-        value, block, marks = self.value, self.block, self.marks
-        found, position, key = 0, _pack_numbers(self.line, self.col), 0
-        for part in path:
-            if block < 0:
-                break
-            if type(value) is dict and isinstance(part, str) and part in value:
-                base = block + 3 * _index_of(value, part)
-                key, position, block = marks[base], marks[base + 1], marks[base + 2]
-            elif type(value) is list and type(part) is int and 0 <= part < len(value):
-                base = block + 2 * part
-                key, position, block = 0, marks[base], marks[base + 1]
-            else:
-                break
-            value = value[part]
-            found += 1
-        return found, position, key
-
-    def position(self, path: FieldPath) -> tuple[int, int]:
-        """Where the value at ``path`` was written, or the nearest enclosing node that was."""
-        return _unpack(self._trail(path)[1])
-
-    def key_position(self, path: FieldPath) -> tuple[int, int]:
-        """Where the key of the field at ``path`` was written (falls back to its value)."""
-        found, position, key = self._trail(path)
-        return _unpack(key if path and found == len(path) and key else position)
-
-    def has_key(self, path: FieldPath) -> bool:
-        found, _, key = self._trail(path)
-        return bool(path) and found == len(path) and key != 0
-
-
-def _index_of(mapping: dict[str, Any], key: str) -> int:
-    for index, name in enumerate(mapping):
-        if name == key:
-            return index
-    raise KeyError(key)
-
-
-def _pack_numbers(line: int, column: int) -> int:
-    # Columns stay below 2**21: a file is at most 1 MiB.
-    return line << 21 | column
-
-
-def _unpack(packed: int) -> tuple[int, int]:
-    return packed >> 21, packed & 0x1FFFFF
 
 
 class YamlFileError(Exception):
@@ -165,26 +97,6 @@ class YamlFileError(Exception):
         super().__init__(str(diagnostic))
         self.diagnostic = diagnostic
 
-
-def resolve_plain(text: str) -> Any:
-    """The value of an untagged plain scalar under the YAML 1.2 core schema."""
-    if text and text[0] not in _MAYBE_NOT_STR:
-        return text
-    if text in _NULLS:
-        return None
-    if text in _BOOLS:
-        return _BOOLS[text]
-    if _INT.fullmatch(text):
-        return int(text)
-    if text.startswith(("0o", "0x")) and len(text) > 2:
-        try:
-            return int(text[2:], 8 if text[1] == "o" else 16)
-        except ValueError:
-            return text
-    if _FLOAT.fullmatch(text):
-        return float(text)
-    lowered = text.lower()
-    return _SPECIAL_FLOATS.get(lowered, text) if lowered in _SPECIAL_FLOATS else text
 
 
 # --- sources of nodes --------------------------------------------------------------------------
@@ -462,7 +374,7 @@ class _Builder:
                           self.human_path(chain))
                 part = None
             elif key in result:
-                line, col = _unpack(marks[block + 3 * _index_of(result, key)])
+                line, col = unpack_position(marks[block + 3 * index_of(result, key)])
                 self.diag(key_node.start_mark, f'duplicate key "{key}" (first defined at line {line}, '
                           f"column {col})", self.human_path(chain, key))
                 part = None  # the value that follows is dropped: the first definition wins
@@ -470,7 +382,7 @@ class _Builder:
                 tag = value_node.tag
                 text = value_node.value
                 if tag is None:
-                    value = text if text and text[0] not in _MAYBE_NOT_STR else resolve_plain(text)
+                    value = text if text and text[0] not in MAYBE_NOT_STR else resolve_plain(text)
                 elif tag == _STR:
                     value = text
                 else:
@@ -502,7 +414,7 @@ class _Builder:
                 tag = item.tag
                 text = item.value
                 if tag is None:
-                    value = text if text and text[0] not in _MAYBE_NOT_STR else resolve_plain(text)
+                    value = text if text and text[0] not in MAYBE_NOT_STR else resolve_plain(text)
                 elif tag == _STR:
                     value = text
                 else:
@@ -585,7 +497,18 @@ def parse_yaml(data: bytes, file: str) -> tuple[list[YamlDocument], list[Diagnos
 
     ``data`` must already be valid UTF-8. A syntax error stops the file (a YAML parser cannot
     resynchronise reliably); problems inside well-formed YAML (duplicate keys) are all reported.
+    Everyday block YAML takes the fast path; it declines anything else, which libyaml reads.
+    The fast path gives what libyaml gives, so it is not taken without libyaml (PyYAML's own
+    parser differs from it in corners, such as "?" inside a flow collection's plain scalar).
     """
+    documents = fast_documents(data) if USING_LIBYAML else None
+    if documents is not None:
+        return documents, []
+    return parse_yaml_with_libyaml(data, file)
+
+
+def parse_yaml_with_libyaml(data: bytes, file: str) -> tuple[list[YamlDocument], list[Diagnostic]]:
+    """:func:`parse_yaml` without its fast path: any YAML, with the first syntax error exactly."""
     if _CComposer is not None and not _may_hold_anchors(data) and not _may_nest_deep(data):
         builder = _Builder(file)
         try:
