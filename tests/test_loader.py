@@ -50,6 +50,22 @@ def test_values_follow_the_yaml_1_2_core_schema() -> None:
                          "o": 1.5}
 
 
+@pytest.mark.parametrize("text", [".iNf", "-.inF", ".Nan", "+.nan", "0x 1F", "0x0x1", "0x1_F", "0o1_7", "0o", "0x",
+                                  "0o8", "0xG", "0x١"])
+def test_numbers_the_core_schema_does_not_spell_stay_strings(text: str) -> None:
+    # Python's int() and str.lower() accept more than the YAML 1.2 core schema's expressions.
+    [doc], problems = parse_yaml(f"a: {text}\n".encode(), "f.yaml")
+    assert problems == []
+    assert doc.value == {"a": text}
+
+
+@pytest.mark.parametrize(("text", "value"), [(".Inf", float("inf")), ("-.INF", float("-inf")), ("+.inf", float("inf")),
+                                             ("0o777", 511), ("0xfF", 255)])
+def test_numbers_the_core_schema_spells(text: str, value: float) -> None:
+    [doc], _ = parse_yaml(f"a: {text}\n".encode(), "f.yaml")
+    assert doc.value == {"a": value} and type(doc.value["a"]) is type(value)
+
+
 def test_every_field_has_its_line_and_column() -> None:
     text = b"# comment\nspec:\n  addresses:\n  - 10.0.0.0/24\n  - 10.1.0.0/24\n  sel: {a: [x, y]}\n"
     [doc], _ = parse_yaml(text, "f.yaml")

@@ -21,7 +21,14 @@ _NULLS = {"", "~", "null", "Null", "NULL"}
 _BOOLS = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
 _INT = re.compile(r"[-+]?[0-9]+")
 _FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
-_SPECIAL_FLOATS = {".inf": float("inf"), "+.inf": float("inf"), "-.inf": float("-inf"), ".nan": float("nan")}
+# The core schema's other numbers, spelled exactly (Python's int() would also take "0x 1F",
+# "0x0x1", "0x1_F" or non-ASCII digits, and lower() would let ".iNf" through).
+_OCT = re.compile(r"0o[0-7]+")
+_HEX = re.compile(r"0x[0-9a-fA-F]+")
+_SPECIAL_FLOATS = {
+    **{sign + text: float(sign + "inf") for sign in ("", "+", "-") for text in (".inf", ".Inf", ".INF")},
+    **{text: float("nan") for text in (".nan", ".NaN", ".NAN")},
+}
 # First characters a non-string plain scalar can start with: callers skip resolution for the rest.
 MAYBE_NOT_STR = frozenset("0123456789-+.~nNtTfF")
 _COLUMNS = (1 << 21) - 1  # the column's bits of a position; block numbers stay below it too
@@ -134,12 +141,10 @@ def resolve_plain(text: str) -> Any:
         return _BOOLS[text]
     if _INT.fullmatch(text):
         return int(text)
-    if text.startswith(("0o", "0x")) and len(text) > 2:
-        try:
-            return int(text[2:], 8 if text[1] == "o" else 16)
-        except ValueError:
-            return text
+    if _OCT.fullmatch(text):
+        return int(text[2:], 8)
+    if _HEX.fullmatch(text):
+        return int(text[2:], 16)
     if _FLOAT.fullmatch(text):
         return float(text)
-    lowered = text.lower()
-    return _SPECIAL_FLOATS.get(lowered, text) if lowered in _SPECIAL_FLOATS else text
+    return _SPECIAL_FLOATS.get(text, text)
