@@ -14,6 +14,9 @@ every measurement for both trees, interleaved (this, REV, this, REV, ...) with P
 pointing at each tree, so both see the same machine state; it also says whether both printed
 the same bytes. On a shared machine wall times are noisy: read medians, and the CPU times.
 ``--phases`` adds bench/plan_phases.py's in-process breakdown (load, read, plan, render).
+Processes run as installed ones do, from bytecode (pip and the image byte-compile everything):
+each tree's bytecode lives in its own temporary PYTHONPYCACHEPREFIX, written by warm-up runs
+before anything is timed. ``--no-bytecode`` times compiling the source as well, every run.
 Prints one JSON document.
 """
 
@@ -49,10 +52,16 @@ class Tree:
     name: str
     root: Path
     commit: str
+    pycache: Path | None = None  # where its bytecode is cached; None: compiled every run
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items()
-               if k not in ("CLOUDFLARE_API_TOKEN", "KUBECONFIG", "PYTHONSTARTUP")}
+               if k not in ("CLOUDFLARE_API_TOKEN", "KUBECONFIG", "PYTHONSTARTUP", "PYTHONDONTWRITEBYTECODE",
+                            "PYTHONPYCACHEPREFIX")}
+        if self.pycache is None:
+            env["PYTHONDONTWRITEBYTECODE"] = "1"
+        else:
+            env["PYTHONPYCACHEPREFIX"] = str(self.pycache)
         env["PYTHONPATH"] = str(self.root)
         env["NO_COLOR"] = "1"
         return env
@@ -130,8 +139,23 @@ def this_tree() -> Tree:
     return Tree("this", THIS_TREE, commit + (" (+ uncommitted changes)" if dirty else ""))
 
 
+def warm_up(tree: Tree, one_file: Path, work: Path) -> None:
+    """Write the tree's bytecode (and its libraries') the way an installed copy already has it."""
+    if tree.pycache is None:
+        return
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(tree.root / "reconciler")], env=tree.env(),
+                   check=True, stdout=subprocess.DEVNULL)
+    state = ScaleRepo.for_services(1).write_state(work / "warm-up-state")
+    for argv in (["--help"], ["validate", str(one_file)], ["apply", str(one_file), "--state", str(state)],
+                 ["diff", str(one_file), "--state", str(state), "--format", "json"]):
+        run_process(tree, ["-m", "reconciler", *argv], expect=(0, 1, 2))
+    shutil.rmtree(state)
+
+
 def measure(trees: list[Tree], sizes: list[int], runs: int, work: Path, phases: bool) -> dict[str, object]:
     one_file = write_one_file_repo(work / "one-file")
+    for tree in trees:
+        warm_up(tree, one_file, work)
     startup: dict[str, dict[str, Series]] = {t.name: {"help": Series(), "validate_one_file": Series()} for t in trees}
     by_size: dict[int, dict[str, dict[str, Series]]] = {}
     phase_figures: dict[int, dict[str, object]] = {}
@@ -221,6 +245,8 @@ def main() -> int:
                         "so the tree can change while a long run goes on")
     parser.add_argument("--phases", action="store_true", help="add the in-process breakdown of one diff")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    parser.add_argument("--no-bytecode", action="store_true",
+                        help="compile the source in every process (as with PYTHONDONTWRITEBYTECODE and no .pyc)")
     args = parser.parse_args()
     sizes = sorted(int(s) for s in args.sizes.split(","))
     started = time.time()
@@ -230,6 +256,9 @@ def main() -> int:
         trees = [stack.enter_context(checked_out(args.this, work, "this")) if args.this else this_tree()]
         if args.compare:
             trees.append(stack.enter_context(checked_out(args.compare, work)))
+        if not args.no_bytecode:
+            for number, tree in enumerate(trees):
+                tree.pycache = work / f"pycache-{number}"
         report = measure(trees, sizes, args.runs, work, args.phases)
     report["machine"] = {
         "python": platform.python_version(), "cpus": os.cpu_count(),
@@ -237,6 +266,7 @@ def main() -> int:
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "seconds": round(time.time() - started, 1),
         "note": "shared machine: figures are noisy; compare medians measured in this one run",
+        "bytecode": "compiled every run" if args.no_bytecode else "cached, as installed",
     }
     report["goals"] = {"diff_10k_s": 1.0, "diff_40k_s": 4.0, "peak_rss_10k_mib": 100, "startup_s": 0.15}
     text = json.dumps(report, indent=2)

@@ -20,7 +20,7 @@ from pathlib import Path
 from scale_repo import ScaleRepo
 
 from reconciler.desired.validate import load_desired_state
-from reconciler.desired.yamlsource import USING_LIBYAML
+from reconciler.desired.yamllib import USING_LIBYAML
 
 
 def validate_repo(documents: int) -> ScaleRepo:

@@ -125,9 +125,19 @@ def test_validate_builds_only_the_kinds_the_repo_declares(tmp_path: Path) -> Non
     assert not any(report["built"][part] for part in ("TunnelSpec", "TunnelConnector", "OriginRequest",
                                                       "DynamicDNSSpec", "AddressSource"))
     modules = report["modules"]
-    for package in (*HEAVY, "reconciler.planning", "reconciler.backends", "reconciler.providers",
-                    "reconciler.tunnels", "reconciler.allocator", "reconciler.source"):
+    # Everyday block YAML is read without PyYAML (the fast path); libyaml is for the rest.
+    for package in (*HEAVY, "yaml", "reconciler.desired.yamllib", "reconciler.planning", "reconciler.backends",
+                    "reconciler.providers", "reconciler.tunnels", "reconciler.allocator", "reconciler.source"):
         assert not _imported(modules, package), package
+
+
+def test_yaml_outside_the_fast_paths_subset_is_read_by_libyaml(tmp_path: Path) -> None:
+    repo = write_repo(tmp_path / "repo", {"portside.yaml": ONE_FILE["portside.yaml"].replace(
+        "{name: blog}", "{name: &name blog}").replace("name: blog}", "name: *name}")})
+    result, report = _portside(tmp_path, "validate", str(repo))
+    assert result.returncode == 0, result.stderr
+    assert "3 document(s) in 1 file(s), valid" in result.stdout
+    assert _imported(report["modules"], "reconciler.desired.yamllib")
 
 
 def test_validate_builds_the_tunnel_kinds_when_the_repo_has_tunnels(tmp_path: Path) -> None:

@@ -23,7 +23,8 @@ import pytest
 from bench.scale_repo import ScaleRepo
 from reconciler.desired.yamldoc import YamlDocument
 from reconciler.desired.yamlfast import fast_documents
-from reconciler.desired.yamlsource import parse_yaml, parse_yaml_with_libyaml
+from reconciler.desired.yamllib import parse_yaml_with_libyaml
+from reconciler.desired.yamlsource import parse_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = 20261201
