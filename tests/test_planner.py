@@ -87,6 +87,31 @@ def test_a_new_generation_only_when_the_table_changes() -> None:
     assert decode_table(str(plan.artifacts[ANNOUNCEMENTS_ARTIFACT])).generation == 2
 
 
+@pytest.mark.parametrize("spelling", ["as written", "another header", "other whitespace", "keys unsorted"])
+def test_a_published_table_equal_but_for_its_header_plans_nothing(spelling: str) -> None:
+    # Portside's own bytes are compared as bytes; any other spelling of the same values as values.
+    live = LiveState(services=(service("a"), service("b")), nodes=NODES)
+    applied = converge(live, make_plan(DESIRED, live))
+    table = decode_table(applied.announcements or "")
+    text = {
+        "as written": encode_table(table),
+        "another header": encode_table(replace(table, generation=41, revision="0" * 40)),
+        "other whitespace": json.dumps(json.loads(encode_table(table)), indent=2) + "\n",
+        "keys unsorted": json.dumps(dict(reversed(json.loads(encode_table(table)).items()))),
+    }[spelling]
+    plan = make_plan(DESIRED, replace(applied, announcements=text))
+    assert not plan.has_changes and ANNOUNCEMENTS_ARTIFACT not in plan.artifacts
+
+
+def test_a_published_table_one_entry_apart_is_planned() -> None:
+    live = LiveState(services=(service("a"), service("b")), nodes=NODES)
+    applied = converge(live, make_plan(DESIRED, live))
+    text = (applied.announcements or "").replace('"default/b"', '"default/c"')
+    plan = make_plan(DESIRED, replace(applied, announcements=text))
+    assert [(c.target.id, c.action) for c in plan.visible] == [("192.168.1.11", "update")]
+    assert decode_table(str(plan.artifacts[ANNOUNCEMENTS_ARTIFACT])).generation == 2
+
+
 def test_a_node_leaving_updates_candidates() -> None:
     live = LiveState(services=(service("a"),), nodes=NODES)
     applied = converge(live, make_plan(DESIRED, live))
