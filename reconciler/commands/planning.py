@@ -14,7 +14,7 @@ from reconciler.desired.state import DesiredState
 from reconciler.desired.validate import load_desired_state
 from reconciler.planning.engine import ApplyPolicy, plan_against
 from reconciler.planning.plan import Plan
-from reconciler.planning.render import FORMATS, render
+from reconciler.planning.render import FORMATS, render_chunks
 
 
 def add_plan_arguments(parser: argparse.ArgumentParser, *, snapshot: bool,
@@ -75,5 +75,5 @@ def plan_for(desired: DesiredState, backend: Backend, policy: ApplyPolicy) -> Pl
 
 
 def show(plan: Plan, fmt: str) -> None:
-    sys.stdout.write(render(plan, fmt, sys.stdout))
+    sys.stdout.writelines(render_chunks(plan, fmt, sys.stdout))
     sys.stdout.flush()

@@ -15,9 +15,12 @@ from reconciler.desired.models import (
 )
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class Origin:
-    """Where a document (or a field of it) was declared: 1-based line and column."""
+    """Where a document (or a field of it) was declared: 1-based line and column.
+
+    Slots: a large repo keeps one per document (a quarter of the memory without them).
+    """
 
     file: str
     line: int

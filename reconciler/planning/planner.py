@@ -226,13 +226,25 @@ def _json_or_none(text: str | None) -> object:
         return None
 
 
-def _announcement_json(a: Announcement) -> JSON:
-    return {"service": a.service, "interfaces": list(a.interfaces), "candidates": list(a.candidates)}
+# One JSON list per distinct tuple of names within a plan: the 10,000 announcements of a large
+# first plan mostly share a handful of candidate sets (plan values are never changed in place).
+_Lists = dict[tuple[str, ...], list[str]]
+
+
+def _announcement_json(a: Announcement, lists: _Lists) -> JSON:
+    interfaces = lists.get(a.interfaces)
+    if interfaces is None:
+        interfaces = lists[a.interfaces] = list(a.interfaces)
+    candidates = lists.get(a.candidates)
+    if candidates is None:
+        candidates = lists[a.candidates] = list(a.candidates)
+    return {"service": a.service, "interfaces": interfaces, "candidates": candidates}
 
 
 def _announcement_changes(published: AnnouncementTable | None, fresh: AnnouncementTable) -> list[Change]:
+    lists: _Lists = {}
     if published is None:  # nothing published yet (a first plan): every announcement is new
-        changes = [_announcement_created(a) for a in fresh.announcements]
+        changes = [_announcement_created(a, lists) for a in fresh.announcements]
         if fresh.announcements:
             changes.append(_membership_change(None, fresh))
         return changes
@@ -244,13 +256,13 @@ def _announcement_changes(published: AnnouncementTable | None, fresh: Announceme
     for ip in ips:
         was, now = old.get(ip), new.get(ip)
         if was is None and now is not None:
-            changes.append(_announcement_created(now))
+            changes.append(_announcement_created(now, lists))
         elif now is None and was is not None:
-            changes.append(Change(Target("Announcement", ip), "delete", _announcement_json(was), None,
+            changes.append(Change(Target("Announcement", ip), "delete", _announcement_json(was, lists), None,
                                   "no longer assigned or advertised"))
         elif was != now and was is not None and now is not None:
-            changes.append(Change(Target("Announcement", ip), "update", _announcement_json(was),
-                                  _announcement_json(now), "candidates or interfaces changed"))
+            changes.append(Change(Target("Announcement", ip), "update", _announcement_json(was, lists),
+                                  _announcement_json(now, lists), "candidates or interfaces changed"))
         # Unchanged announcements are left out: they are derived from the Services, which carry
         # the no-ops (and the ownership counts), and 10,000 of them would cost a tenth of the plan.
     if dict(published.nodes) != dict(fresh.nodes) or published.heartbeat != fresh.heartbeat:
@@ -258,8 +270,9 @@ def _announcement_changes(published: AnnouncementTable | None, fresh: Announceme
     return changes
 
 
-def _announcement_created(a: Announcement) -> Change:
-    return Change(Target("Announcement", a.ip), "create", None, _announcement_json(a), f"announce for {a.service}")
+def _announcement_created(a: Announcement, lists: _Lists) -> Change:
+    return Change(Target("Announcement", a.ip), "create", None, _announcement_json(a, lists),
+                  f"announce for {a.service}")
 
 
 def _membership_change(published: AnnouncementTable | None, fresh: AnnouncementTable) -> Change:
