@@ -114,6 +114,7 @@ class Cluster:
     def __init__(self, topology: Topology, workdir: Path, count: int) -> None:
         self.t = topology
         self.workdir = workdir
+        self.speaker_root: Path | None = None  # run the speakers of another checkout (None: this one)
         self.table_path = workdir / "table" / "announcements.json"
         self.table_path.parent.mkdir()
         (workdir / "key").write_bytes(KEY)
@@ -136,7 +137,31 @@ class Cluster:
 
     def start(self, node: str) -> None:
         argv = speaker_command(node, self.table_path, self.workdir / "key")
-        self.speakers[node] = self.t[node].spawn(*argv, log_path=self.workdir / f"speaker-{node}.log")
+        env = None
+        if self.speaker_root is not None:
+            # -P: the working directory (this checkout) must not shadow the other one on sys.path.
+            argv = [argv[0], "-P", *argv[1:]]
+            env = {"PYTHONPATH": str(self.speaker_root)}
+        self.speakers[node] = self.t[node].spawn(*argv, log_path=self.workdir / f"speaker-{node}.log", env=env)
+
+    def restart_all(self, root: Path | None) -> None:
+        """Stop every speaker and start them again from ``root`` (None: this checkout)."""
+        for proc in self.speakers.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=10)
+        self.speaker_root = root
+        for node in "abc":
+            self.start(node)
+
+    def all_on_a(self, generation: int, vips: int) -> bool:
+        """Every speaker runs ``generation`` and hears every other; a announces all ``vips``, b and c none."""
+        states = [status(self.t[n]) for n in "abc"]
+        if not all(s is not None and s["generation"] == generation and all(s["peers"].values()) for s in states):
+            return False
+        a, b, c = states
+        assert a is not None and b is not None and c is not None
+        return len(a["announcing"]) == vips and not b["announcing"] and not c["announcing"]
 
     def settled(self) -> bool:
         """a announces the VIP, b and c do not, and everyone hears everyone."""
@@ -187,7 +212,8 @@ def failover_trials(cluster: Cluster, monitor: NeighMonitor, how: signal.Signals
     return results
 
 
-def reply_latency(cluster: Cluster, rate: int, seconds: float) -> dict[str, Any]:
+def reply_latency(cluster: Cluster, rate: int, seconds: float,
+                  samples: dict[str, list[float]] | None = None) -> dict[str, Any]:
     """who-has for the VIP at ``rate``/s, plus one for a's own address every tenth slot.
 
     Each request has its own sender IP (the reply's target IP), so every reply is matched to
@@ -258,12 +284,16 @@ def reply_latency(cluster: Cluster, rate: int, seconds: float) -> dict[str, Any]
     stop.set()
     receiver.join()
     sock.close()
+    if samples is not None:
+        samples.setdefault("speaker", []).extend(latencies[VIP])
+        samples.setdefault("kernel", []).extend(latencies[node_ip])
     return {
         "who_has_per_second": round(counts[VIP] / elapsed),
         "speaker_vip_us": percentiles(latencies[VIP]) | {"sent": counts[VIP], "answered": len(latencies[VIP])},
         "kernel_node_address_us": percentiles(latencies[node_ip]) | {"sent": counts[node_ip],
                                                                      "answered": len(latencies[node_ip])},
         "speaker_cpu_percent_under_load": round(100 * cpu_used / elapsed, 1),
+        "load_average_1m": os.getloadavg()[0],
     }
 
 
@@ -361,9 +391,7 @@ def arp_flood(cluster: Cluster, runs: int, rate: int, seconds: float, vips: int)
             cluster.start(node)
 
     def applied(g: int) -> bool:
-        states = [status(t[n]) for n in "abc"]
-        return all(s is not None and s["generation"] == g and all(s["peers"].values()) for s in states) \
-            and len(states[0]["announcing"]) == vips and not states[1]["announcing"] and not states[2]["announcing"]
+        return cluster.all_on_a(g, vips)
 
     wait_for(lambda: applied(generation), 30, f"the {vips}-IP table to be applied")
     frames = [who_has(t["client"], f"10.79.{i // 250}.{i % 250 + 1}", ip) for i, ip in enumerate(ips)]
@@ -416,6 +444,42 @@ def arp_flood(cluster: Cluster, runs: int, rate: int, seconds: float, vips: int)
     }
 
 
+def arp_latency(cluster: Cluster, trees: dict[str, Path | None], repeats: int, rate: int, seconds: float,
+                vips: int) -> dict[str, Any]:
+    """ARP reply latency with the flood's table (``vips`` IPs on a), idle and with one core busy,
+    for each speaker tree in turn (ABBA order, so a drift of the machine's load hits both alike).
+    Per tree: each measurement, and the percentiles of all its replies pooled."""
+    generation = 200_000
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {label: {"idle": [], "one_core_busy": []} for label in trees}
+    pooled: dict[str, dict[str, dict[str, list[float]]]] = {
+        label: {"idle": {}, "one_core_busy": {}} for label in trees}
+    labels = list(trees)
+    for repeat in range(repeats):
+        for label in labels if repeat % 2 == 0 else labels[::-1]:
+            generation += 1
+            cluster.write_table(vips, generation, all_on_a=True)
+            cluster.restart_all(trees[label])
+            wait_for(lambda g=generation: cluster.all_on_a(g, vips), 30, f"{label}: the {vips}-IP table applied")
+            # Measure the steady state: the takeover's repeated gratuitous ARP is over first.
+            settled_at = time.monotonic()
+            wait_for(lambda since=settled_at: time.monotonic() - since > max(GARP_REPEATS_S) + 0.5, 10,
+                     "the gratuitous ARP repeats to end", interval=0.1)
+            runs[label]["idle"].append(reply_latency(cluster, rate, seconds, pooled[label]["idle"]))
+            with CoreHog():
+                runs[label]["one_core_busy"].append(
+                    reply_latency(cluster, rate, seconds, pooled[label]["one_core_busy"]))
+            print(f"arp latency {label} {repeat + 1}/{repeats}: p99 idle "
+                  f"{runs[label]['idle'][-1]['speaker_vip_us']['p99']} us, one core busy "
+                  f"{runs[label]['one_core_busy'][-1]['speaker_vip_us']['p99']} us", file=sys.stderr, flush=True)
+    cluster.restart_all(None)
+    return {label: {"tree": str(trees[label] or ROOT), "rate_per_second": rate, "seconds": seconds, "vips": vips,
+                    **{case: {"pooled_speaker_vip_us": percentiles(pooled[label][case]["speaker"]),
+                              "pooled_kernel_node_address_us": percentiles(pooled[label][case]["kernel"]),
+                              "runs": runs[label][case]}
+                       for case in ("idle", "one_core_busy")}}
+            for label in trees}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--trials", type=int, default=10)
@@ -428,8 +492,13 @@ def main() -> int:
     parser.add_argument("--arp-flood-rate", type=int, default=20_000, help="who-has per second")
     parser.add_argument("--arp-flood-seconds", type=float, default=3.0)
     parser.add_argument("--arp-flood-vips", type=int, default=1000)
-    parser.add_argument("--only", choices=["failover", "arp-flood"],
-                        help="run one part: kill -9 failover, or the ARP flood and the loaded reply latency")
+    parser.add_argument("--only", choices=["failover", "arp-flood", "arp-latency"],
+                        help="run one part: kill -9 failover, the ARP flood and the loaded reply latency, or "
+                             "the reply latency alone (idle and one core busy, --repeats times)")
+    parser.add_argument("--repeats", type=int, default=4, help="arp-latency: measurements per tree")
+    parser.add_argument("--compare", type=Path, metavar="DIR",
+                        help="another checkout (e.g. `git archive main` unpacked) whose speakers run in turn "
+                             "with this one's: failover and arp-latency report both, interleaved")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench_speaker needs root for network namespaces", file=sys.stderr)
@@ -446,8 +515,25 @@ def main() -> int:
         topology["client"].poke(VIP)
         wait_for(lambda: topology["client"].neighbour(VIP), 5, "the client to resolve the VIP")
 
+        trees: dict[str, Path | None] = {"this": None}
+        if args.compare is not None:
+            trees = {"before": args.compare.resolve(), "this": None}
+        results["load_average_at_start"] = os.getloadavg()
         if args.only == "failover":
-            results["failover_kill9_ms"] = percentiles(failover_trials(cluster, monitor, signal.SIGKILL, args.trials))
+            kills: dict[str, list[float]] = {label: [] for label in trees}
+            for repeat in range(args.repeats):
+                for label in list(trees) if repeat % 2 == 0 else list(trees)[::-1]:
+                    cluster.restart_all(trees[label])
+                    kills[label] += failover_trials(cluster, monitor, signal.SIGKILL,
+                                                    max(1, args.trials // args.repeats))
+            results["failover_kill9_ms"] = {label: percentiles(values) for label, values in kills.items()}
+            results["load_average_at_end"] = os.getloadavg()
+            print(json.dumps(results, indent=2))
+            return 0
+        if args.only == "arp-latency":
+            results["arp_latency"] = arp_latency(cluster, trees, args.repeats, args.rate, args.load_seconds,
+                                                 args.arp_flood_vips)
+            results["load_average_at_end"] = os.getloadavg()
             print(json.dumps(results, indent=2))
             return 0
         if args.only == "arp-flood":

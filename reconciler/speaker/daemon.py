@@ -36,7 +36,7 @@ from reconciler.speaker.packets import (
 )
 from reconciler.speaker.peers import PeerCounters, PeerLink
 from reconciler.speaker.responder import InterfaceSockets, Responder
-from reconciler.speaker.sched import prefer_short_slices
+from reconciler.speaker.sched import prefer_realtime
 from reconciler.speaker.sources import TableSource
 
 log = logging.getLogger(__name__)
@@ -168,7 +168,7 @@ class Speaker:
     def run(self) -> int:
         """Run until stopped; :class:`UsageError` when the speaker cannot work at all here."""
         # Replies go out from this thread: let it preempt busy neighbours when a request comes.
-        prefer_short_slices()
+        scheduling = prefer_realtime()
         self.selector.register(self._wake_r, selectors.EVENT_READ, self._on_wake)
         self.links = LinkWatcher()
         self.selector.register(self.links.fileno(), selectors.EVENT_READ, self._on_link_event)
@@ -190,7 +190,8 @@ class Speaker:
         self.peers.start()
         thread = threading.Thread(target=self._run_source, name="table-source", daemon=True)
         thread.start()
-        log.info("speaker for node %s started; table from %s", self.node, self.source.description)
+        log.info("speaker for node %s started; table from %s; replies at %s", self.node,
+                 self.source.description, scheduling.value)
         try:
             while not self._stop.is_set():
                 for key, _events in self.selector.select(self._timeout()):
@@ -480,15 +481,18 @@ class Speaker:
             return self._announces_on(iface.link, ip)
 
         def handle() -> None:
-            for frame in iface.receive(sock):
-                answer = responder(frame, iface.link.mac, announces)
-                self._count(protocol, answer)
+            # Every reply of the burst goes out before any bookkeeping: the client waits for
+            # the reply, nobody waits for the counters.
+            answers = [responder(frame, iface.link.mac, announces) for frame in iface.receive(sock)]
+            for answer in answers:
                 if answer.reply is not None:
                     try:
                         iface.send(answer.reply, sock)
                     except OSError as exc:
                         self.metrics.send_errors.inc(kind="reply")
                         log.warning("reply on %s failed: %s", iface.link.name, exc)
+            for answer in answers:
+                self._count(protocol, answer)
         return handle
 
     def _count(self, protocol: str, answer: Answer) -> None:

@@ -40,7 +40,7 @@ from reconciler.speaker.heartbeat import (
     encode_heartbeat,
 )
 from reconciler.speaker.lanes import HeartbeatSockets
-from reconciler.speaker.sched import prefer_short_slices
+from reconciler.speaker.sched import prefer_realtime
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +196,11 @@ class PeerLink:
     # --- the thread -----------------------------------------------------------------------------
 
     def _run(self) -> None:
-        prefer_short_slices()  # heartbeats on time even when the node's cores are busy
+        # Heartbeats on time even when the node's cores are busy; and the GIL, which this thread
+        # takes for each datagram, must not be held by a thread that busy neighbours preempt
+        # while the answering thread (real-time) waits for it.
+        scheduling = prefer_realtime()
+        log.debug("heartbeats at %s", scheduling.value)
         next_send = 0.0
         next_bind = 0.0
         while not self._stop.is_set():

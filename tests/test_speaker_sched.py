@@ -1,0 +1,60 @@
+"""Scheduling of the speaker's answering and heartbeat threads: real-time when allowed, else short slices."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+
+import pytest
+
+from reconciler.speaker.sched import Scheduling, prefer_realtime
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NOBODY = 65534
+
+
+def _in_thread(work: Callable[[dict[str, object]], None]) -> dict[str, object]:
+    """Run ``work(result)`` in a thread of its own, so this test's thread keeps its policy."""
+    result: dict[str, object] = {}
+    thread = threading.Thread(target=work, args=(result,))
+    thread.start()
+    thread.join(timeout=10)
+    return result
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CAP_SYS_NICE) for real-time priority")
+def test_the_calling_thread_alone_runs_at_realtime_priority() -> None:
+    def work(result: dict[str, object]) -> None:
+        result["got"] = prefer_realtime()
+        result["policy"] = os.sched_getscheduler(0)
+        result["priority"] = os.sched_getparam(0).sched_priority
+
+        def child() -> None:
+            result["child_policy"] = os.sched_getscheduler(0)
+
+        started = threading.Thread(target=child)
+        started.start()
+        started.join(timeout=10)
+
+    result = _in_thread(work)
+    assert result["got"] is Scheduling.REALTIME
+    assert result["policy"] == os.SCHED_FIFO | os.SCHED_RESET_ON_FORK
+    assert result["priority"] == 1
+    # A thread it starts (an HTTP worker, say) is an ordinary one again.
+    assert result["child_policy"] == os.SCHED_OTHER
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER  # and the test's own thread was never touched
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch to an unprivileged user")
+def test_without_the_capability_it_falls_back_to_an_ordinary_policy() -> None:
+    code = ("import os; from reconciler.speaker.sched import prefer_realtime; "
+            "print(prefer_realtime().name, os.sched_getscheduler(0))")
+    out = subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+                          "--inh-caps=-all", "prlimit", "--rtprio=0", sys.executable, "-c", code],
+                         capture_output=True, text=True, check=True, cwd=REPO,
+                         env={**os.environ, "PYTHONPATH": REPO}).stdout.split()
+    assert out[0] in (Scheduling.SHORT_SLICES.name, Scheduling.ORDINARY.name)
+    assert int(out[1]) == os.SCHED_OTHER
