@@ -1,6 +1,12 @@
 """The speaker on real kernels (network namespaces; needs root): failover and ARP latency, as JSON.
 
     sudo python bench/bench_speaker.py [--trials 10] [--rate 2000] [--load-seconds 5] [--only arp-flood]
+    sudo python bench/bench_speaker.py --only arp-latency|arp-flood|failover --compare DIR [--repeats 4]
+
+With ``--compare DIR`` (another checkout, e.g. ``git archive main | tar -x -C DIR``) the speakers
+of DIR ("before") and of this checkout ("this") run in turn in the same namespaces, in ABBA
+order over ``--repeats`` turns, so both see the same machine; every figure is reported for both,
+with the 1-minute load average of each turn (the machine may be shared).
 
 Topology: a bridge, three node namespaces (a, b, c) running ``portside speaker`` with the default
 heartbeat settings, and a client namespace whose kernel is the client. The VIP's candidates are
@@ -8,7 +14,9 @@ a, b, c. Client sysctls are left at their defaults (``locktime`` 1 s included).
 
 - failover_kill9_ms: from ``kill -9`` of the elected speaker (a) to the client's kernel neighbour
   entry for the VIP pointing at b's MAC, as reported by ``ip monitor neigh`` in the client
-  namespace. Before each trial the client's entry is left alone for more than ``locktime``.
+  namespace. Before each trial the client's entry is left alone for more than ``locktime``, and
+  the kill comes at a random moment of a's heartbeat interval, as a crash does (b declares a
+  dead ``dead_after`` after its last heartbeat: 150-200 ms after the kill with the defaults).
 - failover_graceful_ms: the same for SIGTERM (the speaker sends a "leaving" heartbeat).
 - arp_reply_latency_us: who-has for the VIP at ``--rate`` per second from a raw socket in the
   client namespace, and in the same run who-has for node a's own address (answered by a's
@@ -21,6 +29,8 @@ a, b, c. Client sysctls are left at their defaults (``locktime`` 1 s included).
   showed a flap (a live peer dead, b or c announcing, a not announcing everything).
 - arp_reply_one_core_busy: arp_reply again with the flood's table while another process keeps
   one core busy.
+- arp_latency (``--only arp-latency``): arp_reply with the flood's table, idle and with one core
+  busy, ``--repeats`` times per speaker tree; per tree the percentiles of every reply pooled.
 - under_forged_flood: while the client namespace floods b with well-formed heartbeats of a signed
   without the key (``--flood-rate`` per second): how many of b's /status samples showed the live
   a as dead (the goal: none), b's CPU, and failover_kill9_ms again, with the flood going on.
@@ -32,6 +42,7 @@ import argparse
 import json
 import os
 import queue
+import random
 import re
 import signal
 import socket
@@ -203,6 +214,11 @@ def failover_trials(cluster: Cluster, monitor: NeighMonitor, how: signal.Signals
         # A real crash usually comes long after the client last updated its entry (age_s past
         # locktime); the within-locktime series checks that gratuitous ARP is heeded even then.
         wait_for(lambda since=moved_at: time.monotonic() - since > age_s, 5, "the entry to age", interval=0.01)
+        # a (re)started and sent its first heartbeat when it took the VIP (moved_at), and sends
+        # one every interval since: without this pause every kill would come a fixed time after
+        # a heartbeat (b's last heard, so the failover time, would hardly vary). A crash comes
+        # at any moment of the interval: the pause is the random phase, not a wait for a condition.
+        time.sleep(random.uniform(0, DEFAULT_HEARTBEAT.interval_ms / 1000))
         monitor.clear()
         started = time.monotonic()
         cluster.speakers["a"].send_signal(how)
@@ -441,7 +457,40 @@ def arp_flood(cluster: Cluster, runs: int, rate: int, seconds: float, vips: int)
         "non_elected_c_cpu_percent": percentiles(cpu["c"]),
         "status_samples": samples, "samples_with_a_flap": bad_samples, "runs_with_a_flap": flapped,
         "loop_stalls_logged_ms": stalls,
+        "raw": {"a_cpu": cpu["a"], "b_cpu": cpu["b"], "c_cpu": cpu["c"], "replies": replies},
     }
+
+
+def arp_flood_compare(cluster: Cluster, trees: dict[str, Path | None], repeats: int, runs: int, rate: int,
+                      seconds: float, vips: int) -> dict[str, Any]:
+    """:func:`arp_flood` for each speaker tree, ``runs`` runs each, in ``repeats`` interleaved turns."""
+    parts: dict[str, list[dict[str, Any]]] = {label: [] for label in trees}
+    labels = list(trees)
+    for repeat in range(repeats):
+        for label in labels if repeat % 2 == 0 else labels[::-1]:
+            cluster.restart_all(trees[label])
+            share = runs // repeats + (1 if repeat < runs % repeats else 0)
+            print(f"arp flood: {label}, turn {repeat + 1}/{repeats}", file=sys.stderr, flush=True)
+            parts[label].append(arp_flood(cluster, share, rate, seconds, vips) | {
+                "load_average_1m": os.getloadavg()[0]})
+    cluster.restart_all(None)
+    merged: dict[str, Any] = {}
+    for label, results in parts.items():
+        raw = {key: [v for r in results for v in r["raw"][key]] for key in results[0]["raw"]}
+        merged[label] = {
+            "tree": str(trees[label] or ROOT), "rate_per_second": rate, "vips": vips,
+            "runs": sum(r["runs"] for r in results), "seconds_per_run": seconds,
+            "answering_a_cpu_percent": percentiles(raw["a_cpu"]),
+            "a_replies_per_second": percentiles(raw["replies"]),
+            "non_elected_b_cpu_percent": percentiles(raw["b_cpu"]),
+            "non_elected_c_cpu_percent": percentiles(raw["c_cpu"]),
+            "status_samples": sum(r["status_samples"] for r in results),
+            "samples_with_a_flap": sum(r["samples_with_a_flap"] for r in results),
+            "runs_with_a_flap": sum(r["runs_with_a_flap"] for r in results),
+            "loop_stalls_logged_ms": sorted(v for r in results for v in r["loop_stalls_logged_ms"]),
+            "load_average_1m": [r["load_average_1m"] for r in results],
+        }
+    return merged
 
 
 def arp_latency(cluster: Cluster, trees: dict[str, Path | None], repeats: int, rate: int, seconds: float,
@@ -536,9 +585,24 @@ def main() -> int:
             results["load_average_at_end"] = os.getloadavg()
             print(json.dumps(results, indent=2))
             return 0
+        if args.only == "arp-flood" and args.compare is not None:
+            results["arp_flood"] = arp_flood_compare(cluster, trees, args.repeats, args.arp_flood_runs,
+                                                     args.arp_flood_rate, args.arp_flood_seconds,
+                                                     args.arp_flood_vips)
+            results["arp_latency"] = arp_latency(cluster, trees, args.repeats, args.rate, args.load_seconds,
+                                                 args.arp_flood_vips)
+            results["load_average_at_end"] = os.getloadavg()
+            results["goals"] = {label: {
+                "no_flap_under_arp_flood": results["arp_flood"][label]["runs_with_a_flap"] == 0,
+                "arp_p99_under_1ms_one_core_busy":
+                    results["arp_latency"][label]["one_core_busy"]["pooled_speaker_vip_us"]["p99"] < 1000}
+                for label in trees}
+            print(json.dumps(results, indent=2))
+            return 0
         if args.only == "arp-flood":
             results["arp_flood"] = arp_flood(cluster, args.arp_flood_runs, args.arp_flood_rate,
                                              args.arp_flood_seconds, args.arp_flood_vips)
+            results["arp_flood"].pop("raw")
             with CoreHog():
                 results["arp_reply_one_core_busy"] = reply_latency(cluster, args.rate, args.load_seconds)
             results["goals"] = {
@@ -562,6 +626,7 @@ def main() -> int:
 
         results["arp_flood"] = arp_flood(cluster, args.arp_flood_runs, args.arp_flood_rate,
                                          args.arp_flood_seconds, args.arp_flood_vips)
+        results["arp_flood"].pop("raw")
         with CoreHog():
             results["arp_reply_one_core_busy"] = reply_latency(cluster, args.rate, args.load_seconds)
 

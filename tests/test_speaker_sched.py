@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
-from reconciler.speaker.sched import Scheduling, prefer_realtime
+from reconciler.speaker.sched import Scheduling, ThreadScheduling
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOBODY = 65534
@@ -28,7 +28,8 @@ def _in_thread(work: Callable[[dict[str, object]], None]) -> dict[str, object]:
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CAP_SYS_NICE) for real-time priority")
 def test_the_calling_thread_alone_runs_at_realtime_priority() -> None:
     def work(result: dict[str, object]) -> None:
-        result["got"] = prefer_realtime()
+        scheduling = ThreadScheduling(1)
+        result["got"] = scheduling.start()
         result["policy"] = os.sched_getscheduler(0)
         result["priority"] = os.sched_getparam(0).sched_priority
 
@@ -38,6 +39,9 @@ def test_the_calling_thread_alone_runs_at_realtime_priority() -> None:
         started = threading.Thread(target=child)
         started.start()
         started.join(timeout=10)
+        with scheduling.ordinary():  # a long step
+            result["long_step_policy"] = os.sched_getscheduler(0)
+        result["after_long_step"] = os.sched_getscheduler(0)
 
     result = _in_thread(work)
     assert result["got"] is Scheduling.REALTIME
@@ -45,13 +49,15 @@ def test_the_calling_thread_alone_runs_at_realtime_priority() -> None:
     assert result["priority"] == 1
     # A thread it starts (an HTTP worker, say) is an ordinary one again.
     assert result["child_policy"] == os.SCHED_OTHER
+    assert result["long_step_policy"] & ~os.SCHED_RESET_ON_FORK == os.SCHED_OTHER
+    assert result["after_long_step"] == os.SCHED_FIFO | os.SCHED_RESET_ON_FORK
     assert os.sched_getscheduler(0) == os.SCHED_OTHER  # and the test's own thread was never touched
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch to an unprivileged user")
 def test_without_the_capability_it_falls_back_to_an_ordinary_policy() -> None:
-    code = ("import os; from reconciler.speaker.sched import prefer_realtime; "
-            "print(prefer_realtime().name, os.sched_getscheduler(0))")
+    code = ("import os; from reconciler.speaker.sched import ThreadScheduling; s = ThreadScheduling(1); "
+            "print(s.start().name, os.sched_getscheduler(0)); s.ordinary().__enter__()")
     out = subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
                           "--inh-caps=-all", "prlimit", "--rtprio=0", sys.executable, "-c", code],
                          capture_output=True, text=True, check=True, cwd=REPO,

@@ -15,6 +15,7 @@ import contextlib
 import gc
 import heapq
 import logging
+import math
 import selectors
 import socket
 import threading
@@ -36,8 +37,9 @@ from reconciler.speaker.packets import (
 )
 from reconciler.speaker.peers import PeerCounters, PeerLink
 from reconciler.speaker.responder import InterfaceSockets, Responder
-from reconciler.speaker.sched import prefer_realtime
+from reconciler.speaker.sched import ANSWERING_PRIORITY, ThreadScheduling
 from reconciler.speaker.sources import TableSource
+from reconciler.speaker.timer import DeadlineTimer, deadline_timer
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +144,8 @@ class Speaker:
         self.last_tick = time.monotonic()
         self._http: HTTPService | None = None
         self._raw_denied = False
+        self._timer: DeadlineTimer | None = None
+        self._sched = ThreadScheduling(ANSWERING_PRIORITY)  # the loop thread's, set when it runs
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -168,8 +172,11 @@ class Speaker:
     def run(self) -> int:
         """Run until stopped; :class:`UsageError` when the speaker cannot work at all here."""
         # Replies go out from this thread: let it preempt busy neighbours when a request comes.
-        scheduling = prefer_realtime()
+        scheduling = self._sched.start()
         self.selector.register(self._wake_r, selectors.EVENT_READ, self._on_wake)
+        self._timer = deadline_timer()
+        if self._timer is not None:
+            self.selector.register(self._timer, selectors.EVENT_READ, self._timer.fired)
         self.links = LinkWatcher()
         self.selector.register(self.links.fileno(), selectors.EVENT_READ, self._on_link_event)
         self._sync_links()
@@ -237,6 +244,8 @@ class Speaker:
         if self._http is not None:
             self._http.stop()
         self.selector.close()
+        if self._timer is not None:
+            self._timer.close()
         self._wake_r.close()
         self._wake_w.close()
 
@@ -244,14 +253,26 @@ class Speaker:
 
     def _timeout(self) -> float:
         now = time.monotonic()
-        deadlines = [now + MAX_SLEEP_S]
+        deadlines = []
         if self._expiry is not None:
             deadlines.append(self._expiry)
         if self._garps:
             deadlines.append(self._garps[0][0])
         if self._garp_queue:
             return 0.0
-        return max(0.0, min(deadlines) - now)
+        nearest = min(deadlines, default=None)
+        if self._timer is not None:
+            # The timer wakes the loop on the deadline itself (a dead peer is taken over the
+            # microsecond its dead_after ends); epoll's millisecond timeout is only the backstop.
+            try:
+                self._timer.arm(nearest)
+                return 0.0 if nearest is not None and nearest <= now else MAX_SLEEP_S
+            except OSError as exc:
+                log.warning("deadline timer failed (%s): deadlines are kept to the millisecond", exc)
+                self.selector.unregister(self._timer)
+                self._timer.close()
+                self._timer = None
+        return max(0.0, min(now + MAX_SLEEP_S, nearest if nearest is not None else math.inf) - now)
 
     def _tick(self) -> None:
         now = time.monotonic()
@@ -263,6 +284,13 @@ class Speaker:
                 self._dirty = True
             else:
                 self._expiry = self.peers.next_expiry(now)
+        if self._dirty or self._garp_queue or (self._garps and self._garps[0][0] <= now):
+            # An election over thousands of IPs, or a slice of gratuitous ARP: not at the
+            # answering thread's real-time priority (see sched).
+            with self._sched.ordinary():
+                self._catch_up(now)
+
+    def _catch_up(self, now: float) -> None:
         if self._dirty:
             self._reelect(now)
         while self._garps and self._garps[0][0] <= now:
@@ -285,7 +313,8 @@ class Speaker:
         with self._lock:
             table, self._pending_table = self._pending_table, None
         if table is not None:
-            self._apply_table(table)
+            with self._sched.ordinary():
+                self._apply_table(table)
 
     # --- the table ------------------------------------------------------------------------------
 
@@ -398,8 +427,9 @@ class Speaker:
 
     def _on_link_event(self) -> None:
         assert self.links is not None
-        self.links.drain()
-        self._sync_links()
+        with self._sched.ordinary():  # netlink, new sockets and gratuitous ARP: a long step
+            self.links.drain()
+            self._sync_links()
 
     def _sync_links(self) -> None:
         assert self.links is not None

@@ -40,7 +40,7 @@ from reconciler.speaker.heartbeat import (
     encode_heartbeat,
 )
 from reconciler.speaker.lanes import HeartbeatSockets
-from reconciler.speaker.sched import prefer_realtime
+from reconciler.speaker.sched import HEARTBEAT_PRIORITY, ThreadScheduling
 
 log = logging.getLogger(__name__)
 
@@ -196,10 +196,9 @@ class PeerLink:
     # --- the thread -----------------------------------------------------------------------------
 
     def _run(self) -> None:
-        # Heartbeats on time even when the node's cores are busy; and the GIL, which this thread
-        # takes for each datagram, must not be held by a thread that busy neighbours preempt
-        # while the answering thread (real-time) waits for it.
-        scheduling = prefer_realtime()
+        # Heartbeats on time even when the node's cores are busy, and before the answering
+        # thread's frames (a late heartbeat is a false failover; a late reply, a slow one).
+        scheduling = ThreadScheduling(HEARTBEAT_PRIORITY).start()
         log.debug("heartbeats at %s", scheduling.value)
         next_send = 0.0
         next_bind = 0.0
