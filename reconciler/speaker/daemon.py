@@ -2,10 +2,11 @@
 
 Raw sockets, the netlink link-event socket and a wake-up socket (for tables arriving from the
 source thread, peers changing state in the heartbeat thread, and signals) share one ``select``;
-its timeout is the next deadline (a peer about to turn dead, gratuitous ARP to repeat). So
-replies go out within microseconds of a request, a dead peer is noticed the millisecond its
-``dead_after`` ends, and an idle speaker wakes only a few times a second. Heartbeats live in
-their own thread (``peers``), so a long step here never makes this node look dead.
+a timer armed at the next deadline (a peer about to turn dead, gratuitous ARP to repeat) ends
+the wait. The thread answers at real-time priority where allowed and leaves it for long steps
+(``sched``). So replies go out within microseconds of a request, a dead peer is noticed the
+moment its ``dead_after`` ends, and an idle speaker wakes only a few times a second. Heartbeats
+live in their own thread (``peers``), so a long step here never makes this node look dead.
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import enum
+import functools
 import logging
 import os
 import platform
@@ -45,6 +46,11 @@ _SCHED_OTHER = 0
 # struct sched_attr (SCHED_ATTR_SIZE_VER0): size, policy, flags, nice, priority, runtime,
 # deadline, period.
 _ATTR = struct.Struct("=IIQiIQQQ")
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)  # loaded once: long steps switch policy twice each
 
 
 class Scheduling(enum.Enum):
@@ -109,8 +115,7 @@ def prefer_short_slices(slice_ns: int = SLICE_NS) -> bool:
     try:
         nice = os.getpriority(os.PRIO_PROCESS, 0)  # the calling thread's, on Linux
         attr = ctypes.create_string_buffer(_ATTR.pack(_ATTR.size, _SCHED_OTHER, 0, nice, 0, slice_ns, 0, 0))
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.syscall(number, 0, attr, 0) != 0:
+        if _libc().syscall(number, 0, attr, 0) != 0:
             log.debug("sched_setattr: %s", os.strerror(ctypes.get_errno()))
             return False
     except (OSError, AttributeError) as exc:
