@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 
 import pytest
@@ -64,3 +65,27 @@ def test_without_the_capability_it_falls_back_to_an_ordinary_policy() -> None:
                          env={**os.environ, "PYTHONPATH": REPO}).stdout.split()
     assert out[0] in (Scheduling.SHORT_SLICES.name, Scheduling.ORDINARY.name)
     assert int(out[1]) == os.SCHED_OTHER
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CAP_SYS_NICE) for real-time priority")
+def test_a_thread_over_its_budget_turns_ordinary_until_it_is_idle_again() -> None:
+    def work(result: dict[str, object]) -> None:
+        scheduling = ThreadScheduling(1, max_share=0.5, window_s=0.02)
+        scheduling.start()
+        spin_until = time.monotonic() + 0.05
+        while time.monotonic() < spin_until:  # a flood: busy the whole window
+            scheduling.account(time.monotonic())
+        result["busy"] = (scheduling.realtime, os.sched_getscheduler(0) & ~os.SCHED_RESET_ON_FORK)
+        with scheduling.ordinary():  # a long step while over budget stays ordinary after it
+            pass
+        result["after_step"] = os.sched_getscheduler(0) & ~os.SCHED_RESET_ON_FORK
+        idle = threading.Event()
+        for _ in range(3):  # idle windows: the flood is over
+            idle.wait(0.03)
+            scheduling.account(time.monotonic())
+        result["idle"] = (scheduling.realtime, os.sched_getscheduler(0) & ~os.SCHED_RESET_ON_FORK)
+
+    result = _in_thread(work)
+    assert result["busy"] == (False, os.SCHED_OTHER)
+    assert result["after_step"] == os.SCHED_OTHER
+    assert result["idle"] == (True, os.SCHED_FIFO)

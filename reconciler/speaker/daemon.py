@@ -278,6 +278,7 @@ class Speaker:
     def _tick(self) -> None:
         now = time.monotonic()
         self.last_tick = now
+        self._sched.account(now)  # a flood we cannot keep up with: no longer real-time
         if self._expiry is not None and now >= self._expiry and not self._dirty:
             # Usually the peer was heard meanwhile: only re-run the election (O(IPs)) when
             # someone's liveness actually changed.

@@ -34,6 +34,7 @@ import logging
 import os
 import platform
 import struct
+import time
 from collections.abc import Iterator
 
 log = logging.getLogger(__name__)
@@ -41,8 +42,11 @@ log = logging.getLogger(__name__)
 SLICE_NS = 100_000  # the shortest slice the kernel accepts
 ANSWERING_PRIORITY = 1  # the lowest: above every ordinary task, below any real-time one the admin set up
 HEARTBEAT_PRIORITY = 2  # heartbeats preempt the answering thread: a late one is a false failover
+MAX_REALTIME_SHARE = 0.5  # of a core, over BUDGET_WINDOW_S: more, and the thread turns ordinary
+BUDGET_WINDOW_S = 0.1
 _SCHED_SETATTR = {"x86_64": 314, "aarch64": 274}
 _SCHED_OTHER = 0
+_SCHED_FLAG_RESET_ON_FORK = 1
 # struct sched_attr (SCHED_ATTR_SIZE_VER0): size, policy, flags, nice, priority, runtime,
 # deadline, period.
 _ATTR = struct.Struct("=IIQiIQQQ")
@@ -62,11 +66,21 @@ class Scheduling(enum.Enum):
 
 
 class ThreadScheduling:
-    """The scheduling of the one thread that calls :meth:`start` (Linux sets it per thread)."""
+    """The scheduling of the one thread that calls :meth:`start` (Linux sets it per thread).
 
-    def __init__(self, priority: int) -> None:
+    Real-time priority has a budget: a thread that used more than ``max_share`` of a core over
+    the last ``window_s`` (a flood of requests it cannot keep up with, say) runs as an ordinary
+    task until it uses less again, so a stranger's flood can never take a core from the node.
+    """
+
+    def __init__(self, priority: int, max_share: float = MAX_REALTIME_SHARE, window_s: float = BUDGET_WINDOW_S) -> None:
         self.priority = priority
+        self.max_share = max_share
+        self.window_s = window_s
         self.granted = Scheduling.ORDINARY
+        self.over_budget = False
+        self._window_start = 0.0
+        self._cpu_at = 0.0
 
     def start(self) -> Scheduling:
         """Real-time priority for the calling thread if allowed, else short slices; what it got.
@@ -78,24 +92,48 @@ class ThreadScheduling:
             self.granted = Scheduling.REALTIME
         else:
             self.granted = Scheduling.SHORT_SLICES if prefer_short_slices() else Scheduling.ORDINARY
+        self._window_start, self._cpu_at = time.monotonic(), time.thread_time()
         return self.granted
+
+    @property
+    def realtime(self) -> bool:
+        """Whether the thread runs at real-time priority now."""
+        return self.granted is Scheduling.REALTIME and not self.over_budget
 
     @contextlib.contextmanager
     def ordinary(self) -> Iterator[None]:
         """Run a long step as an ordinary task (with short slices), then go back to real time."""
-        if self.granted is not Scheduling.REALTIME:
+        if not self.realtime:
             yield
             return
-        try:
-            os.sched_setscheduler(0, os.SCHED_OTHER | os.SCHED_RESET_ON_FORK, os.sched_param(0))
-        except OSError as exc:  # cannot happen (giving up priority needs no privilege): log, go on
-            log.warning("cannot leave real-time priority for a long step: %s", exc.strerror)
-        prefer_short_slices()
+        _ordinary()
         try:
             yield
         finally:
-            if not _realtime(self.priority):  # the capability is gone: stay ordinary
-                self.granted = Scheduling.SHORT_SLICES
+            self._back_to_realtime()
+
+    def account(self, now: float) -> None:
+        """Called every loop turn: at the end of each window, check the thread's CPU share."""
+        if self.granted is not Scheduling.REALTIME or now - self._window_start < self.window_s:
+            return
+        cpu = time.thread_time()
+        share = (cpu - self._cpu_at) / (now - self._window_start)
+        self._window_start, self._cpu_at = now, cpu
+        over = share > self.max_share
+        if over == self.over_budget:
+            return
+        self.over_budget = over
+        if over:
+            log.warning("the speaker used %.0f %% of a core over %.0f ms: it answers as an ordinary task "
+                        "until the load drops", share * 100, self.window_s * 1000)
+            _ordinary()
+        else:
+            log.info("load dropped: the speaker answers at %s again", self.granted.value)
+            self._back_to_realtime()
+
+    def _back_to_realtime(self) -> None:
+        if not _realtime(self.priority):  # the capability is gone: stay ordinary
+            self.granted = Scheduling.SHORT_SLICES
 
 
 def _realtime(priority: int) -> bool:
@@ -107,14 +145,24 @@ def _realtime(priority: int) -> bool:
     return True
 
 
+def _ordinary() -> None:
+    try:
+        os.sched_setscheduler(0, os.SCHED_OTHER | os.SCHED_RESET_ON_FORK, os.sched_param(0))
+    except OSError as exc:  # cannot happen (giving up priority needs no privilege): log, go on
+        log.warning("cannot leave real-time priority: %s", exc.strerror)
+    prefer_short_slices()
+
+
 def prefer_short_slices(slice_ns: int = SLICE_NS) -> bool:
     """Give the calling thread a short slice; whether the kernel took the request."""
     number = _SCHED_SETATTR.get(platform.machine())
-    if number is None or os.sched_getscheduler(0) != _SCHED_OTHER:
+    policy = os.sched_getscheduler(0)
+    if number is None or policy & ~os.SCHED_RESET_ON_FORK != _SCHED_OTHER:
         return False
+    flags = _SCHED_FLAG_RESET_ON_FORK if policy & os.SCHED_RESET_ON_FORK else 0
     try:
         nice = os.getpriority(os.PRIO_PROCESS, 0)  # the calling thread's, on Linux
-        attr = ctypes.create_string_buffer(_ATTR.pack(_ATTR.size, _SCHED_OTHER, 0, nice, 0, slice_ns, 0, 0))
+        attr = ctypes.create_string_buffer(_ATTR.pack(_ATTR.size, _SCHED_OTHER, flags, nice, 0, slice_ns, 0, 0))
         if _libc().syscall(number, 0, attr, 0) != 0:
             log.debug("sched_setattr: %s", os.strerror(ctypes.get_errno()))
             return False
