@@ -126,6 +126,7 @@ class Cluster:
         self.t = topology
         self.workdir = workdir
         self.speaker_root: Path | None = None  # run the speakers of another checkout (None: this one)
+        self.prefix: tuple[str, ...] = ()  # e.g. setpriv, to run the speakers without a capability
         self.table_path = workdir / "table" / "announcements.json"
         self.table_path.parent.mkdir()
         (workdir / "key").write_bytes(KEY)
@@ -153,7 +154,8 @@ class Cluster:
             # -P: the working directory (this checkout) must not shadow the other one on sys.path.
             argv = [argv[0], "-P", *argv[1:]]
             env = {"PYTHONPATH": str(self.speaker_root)}
-        self.speakers[node] = self.t[node].spawn(*argv, log_path=self.workdir / f"speaker-{node}.log", env=env)
+        self.speakers[node] = self.t[node].spawn(*argv, log_path=self.workdir / f"speaker-{node}.log", env=env,
+                                                 prefix=self.prefix)
 
     def restart_all(self, root: Path | None) -> None:
         """Stop every speaker and start them again from ``root`` (None: this checkout)."""
@@ -545,6 +547,9 @@ def main() -> int:
                         help="run one part: kill -9 failover, the ARP flood and the loaded reply latency, or "
                              "the reply latency alone (idle and one core busy, --repeats times)")
     parser.add_argument("--repeats", type=int, default=4, help="arp-latency: measurements per tree")
+    parser.add_argument("--without-sys-nice", action="store_true",
+                        help="run the speakers without CAP_SYS_NICE (as the DaemonSet with NET_RAW alone): "
+                             "no real-time priority, short slices only")
     parser.add_argument("--compare", type=Path, metavar="DIR",
                         help="another checkout (e.g. `git archive main` unpacked) whose speakers run in turn "
                              "with this one's: failover and arp-latency report both, interleaved")
@@ -557,6 +562,9 @@ def main() -> int:
                                "kernel": os.uname().release, "cpus": os.cpu_count()}
     with Topology(["a", "b", "c", "client"]) as topology, tempfile.TemporaryDirectory() as tmp:
         cluster = Cluster(topology, Path(tmp), count=3)
+        if args.without_sys_nice:
+            cluster.prefix = ("setpriv", "--bounding-set=-sys_nice", "--inh-caps=-sys_nice")
+            results["speakers_without_cap_sys_nice"] = True
         monitor = NeighMonitor(topology["client"])
         for node in "abc":
             cluster.start(node)
