@@ -66,7 +66,7 @@ def _libc() -> ctypes.CDLL:
 class Scheduling(enum.Enum):
     """What the kernel granted the calling thread."""
 
-    REALTIME = "real-time priority 1 (SCHED_FIFO)"
+    REALTIME = "real-time priority (SCHED_FIFO)"
     SHORT_SLICES = "short slices (no CAP_SYS_NICE for real-time priority)"
     ORDINARY = "ordinary (the kernel refused both real-time priority and a short slice)"
 
