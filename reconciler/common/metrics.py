@@ -33,15 +33,31 @@ class _Metric:
         self._metric = metric
         self.name = name
         self.label_names = label_names
+        # Label values -> the library's child. ``labels()`` checks and locks on every call
+        # (~2 us); the speaker counts every frame it answers, so the child is looked up once.
+        self._children: dict[tuple[str, ...], _PromCounter | _PromGauge | _PromSummary] = {}
+
+    def _key(self, labels: dict[str, str]) -> tuple[str, ...]:
+        if len(labels) == len(self.label_names):
+            with contextlib.suppress(KeyError):
+                return tuple([str(labels[name]) for name in self.label_names])
+        raise ValueError(f"metric {self.name} takes labels {self.label_names}, got {sorted(labels)}")
 
     def _child(self, labels: dict[str, str]) -> _PromCounter | _PromGauge | _PromSummary:
-        if set(labels) != set(self.label_names):
-            raise ValueError(f"metric {self.name} takes labels {self.label_names}, got {sorted(labels)}")
-        return self._metric.labels(**labels) if self.label_names else self._metric
+        if not self.label_names:
+            if labels:
+                self._key(labels)  # raises: this metric takes no labels
+            return self._metric
+        key = self._key(labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self._metric.labels(*key)
+        return child
 
     def value(self, **labels: str) -> float:
         """The current value of one series (0 when it does not exist yet): for tests and status."""
-        self._child(labels)  # checks the label names
+        if labels or self.label_names:
+            self._key(labels)  # checks the label names (without creating the series)
         wanted = {name: str(value) for name, value in labels.items()}
         for family in self._metric.collect():
             for sample in family.samples:
@@ -73,12 +89,14 @@ class Gauge(_Metric):
         child.inc(amount)
 
     def remove(self, **labels: str) -> None:
-        self._child(labels)
+        key = self._key(labels)
+        self._children.pop(key, None)
         with contextlib.suppress(KeyError):  # a series never set: nothing to remove
-            self._metric.remove(*(labels[name] for name in self.label_names))
+            self._metric.remove(*key)
 
     def clear(self) -> None:
         if self.label_names:
+            self._children.clear()
             self._metric.clear()
         else:
             self.set(0)

@@ -31,6 +31,9 @@ Speakers of one cluster sign their heartbeats with a shared key: --heartbeat-key
 environment variable {KEY_ENV} (at least {MIN_KEY_LEN} bytes, e.g. `openssl rand -hex 32`).
 
 The speaker needs CAP_NET_RAW (raw sockets) and nothing else; it never adds IPs to interfaces.
+With CAP_SYS_NICE as well, it answers and sends heartbeats at real-time priority (the lowest
+levels, 1 and 2), so replies stay fast on a node whose cores are busy; without it, it asks the
+kernel for short time slices instead (the log says which it got at start).
 
 examples:
   portside speaker --node node-a --announcements .portside/announcements.json \\

@@ -2,10 +2,11 @@
 
 Raw sockets, the netlink link-event socket and a wake-up socket (for tables arriving from the
 source thread, peers changing state in the heartbeat thread, and signals) share one ``select``;
-its timeout is the next deadline (a peer about to turn dead, gratuitous ARP to repeat). So
-replies go out within microseconds of a request, a dead peer is noticed the millisecond its
-``dead_after`` ends, and an idle speaker wakes only a few times a second. Heartbeats live in
-their own thread (``peers``), so a long step here never makes this node look dead.
+a timer armed at the next deadline (a peer about to turn dead, gratuitous ARP to repeat) ends
+the wait. The thread answers at real-time priority where allowed and leaves it for long steps
+(``sched``). So replies go out within microseconds of a request, a dead peer is noticed the
+moment its ``dead_after`` ends, and an idle speaker wakes only a few times a second. Heartbeats
+live in their own thread (``peers``), so a long step here never makes this node look dead.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import contextlib
 import gc
 import heapq
 import logging
+import math
 import selectors
 import socket
 import threading
@@ -36,8 +38,9 @@ from reconciler.speaker.packets import (
 )
 from reconciler.speaker.peers import PeerCounters, PeerLink
 from reconciler.speaker.responder import InterfaceSockets, Responder
-from reconciler.speaker.sched import prefer_short_slices
+from reconciler.speaker.sched import ANSWERING_PRIORITY, ThreadScheduling
 from reconciler.speaker.sources import TableSource
+from reconciler.speaker.timer import DeadlineTimer, deadline_timer
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +145,8 @@ class Speaker:
         self.last_tick = time.monotonic()
         self._http: HTTPService | None = None
         self._raw_denied = False
+        self._timer: DeadlineTimer | None = None
+        self._sched = ThreadScheduling(ANSWERING_PRIORITY)  # the loop thread's, set when it runs
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -168,8 +173,11 @@ class Speaker:
     def run(self) -> int:
         """Run until stopped; :class:`UsageError` when the speaker cannot work at all here."""
         # Replies go out from this thread: let it preempt busy neighbours when a request comes.
-        prefer_short_slices()
+        scheduling = self._sched.start()
         self.selector.register(self._wake_r, selectors.EVENT_READ, self._on_wake)
+        self._timer = deadline_timer()
+        if self._timer is not None:
+            self.selector.register(self._timer, selectors.EVENT_READ, self._timer.fired)
         self.links = LinkWatcher()
         self.selector.register(self.links.fileno(), selectors.EVENT_READ, self._on_link_event)
         self._sync_links()
@@ -190,7 +198,8 @@ class Speaker:
         self.peers.start()
         thread = threading.Thread(target=self._run_source, name="table-source", daemon=True)
         thread.start()
-        log.info("speaker for node %s started; table from %s", self.node, self.source.description)
+        log.info("speaker for node %s started; table from %s; replies at %s", self.node,
+                 self.source.description, scheduling.value)
         try:
             while not self._stop.is_set():
                 for key, _events in self.selector.select(self._timeout()):
@@ -236,6 +245,8 @@ class Speaker:
         if self._http is not None:
             self._http.stop()
         self.selector.close()
+        if self._timer is not None:
+            self._timer.close()
         self._wake_r.close()
         self._wake_w.close()
 
@@ -243,18 +254,31 @@ class Speaker:
 
     def _timeout(self) -> float:
         now = time.monotonic()
-        deadlines = [now + MAX_SLEEP_S]
+        deadlines = []
         if self._expiry is not None:
             deadlines.append(self._expiry)
         if self._garps:
             deadlines.append(self._garps[0][0])
         if self._garp_queue:
             return 0.0
-        return max(0.0, min(deadlines) - now)
+        nearest = min(deadlines, default=None)
+        if self._timer is not None:
+            # The timer wakes the loop on the deadline itself (a dead peer is taken over the
+            # microsecond its dead_after ends); epoll's millisecond timeout is only the backstop.
+            try:
+                self._timer.arm(nearest)
+                return 0.0 if nearest is not None and nearest <= now else MAX_SLEEP_S
+            except OSError as exc:
+                log.warning("deadline timer failed (%s): deadlines are kept to the millisecond", exc)
+                self.selector.unregister(self._timer)
+                self._timer.close()
+                self._timer = None
+        return max(0.0, min(now + MAX_SLEEP_S, nearest if nearest is not None else math.inf) - now)
 
     def _tick(self) -> None:
         now = time.monotonic()
         self.last_tick = now
+        self._sched.account(now)  # a flood we cannot keep up with: no longer real-time
         if self._expiry is not None and now >= self._expiry and not self._dirty:
             # Usually the peer was heard meanwhile: only re-run the election (O(IPs)) when
             # someone's liveness actually changed.
@@ -262,6 +286,13 @@ class Speaker:
                 self._dirty = True
             else:
                 self._expiry = self.peers.next_expiry(now)
+        if self._dirty or self._garp_queue or (self._garps and self._garps[0][0] <= now):
+            # An election over thousands of IPs, or a slice of gratuitous ARP: not at the
+            # answering thread's real-time priority (see sched).
+            with self._sched.ordinary():
+                self._catch_up(now)
+
+    def _catch_up(self, now: float) -> None:
         if self._dirty:
             self._reelect(now)
         while self._garps and self._garps[0][0] <= now:
@@ -284,7 +315,8 @@ class Speaker:
         with self._lock:
             table, self._pending_table = self._pending_table, None
         if table is not None:
-            self._apply_table(table)
+            with self._sched.ordinary():
+                self._apply_table(table)
 
     # --- the table ------------------------------------------------------------------------------
 
@@ -397,8 +429,9 @@ class Speaker:
 
     def _on_link_event(self) -> None:
         assert self.links is not None
-        self.links.drain()
-        self._sync_links()
+        with self._sched.ordinary():  # netlink, new sockets and gratuitous ARP: a long step
+            self.links.drain()
+            self._sync_links()
 
     def _sync_links(self) -> None:
         assert self.links is not None
@@ -480,15 +513,18 @@ class Speaker:
             return self._announces_on(iface.link, ip)
 
         def handle() -> None:
-            for frame in iface.receive(sock):
-                answer = responder(frame, iface.link.mac, announces)
-                self._count(protocol, answer)
+            # Every reply of the burst goes out before any bookkeeping: the client waits for
+            # the reply, nobody waits for the counters.
+            answers = [responder(frame, iface.link.mac, announces) for frame in iface.receive(sock)]
+            for answer in answers:
                 if answer.reply is not None:
                     try:
                         iface.send(answer.reply, sock)
                     except OSError as exc:
                         self.metrics.send_errors.inc(kind="reply")
                         log.warning("reply on %s failed: %s", iface.link.name, exc)
+            for answer in answers:
+                self._count(protocol, answer)
         return handle
 
     def _count(self, protocol: str, answer: Answer) -> None:

@@ -40,7 +40,7 @@ from reconciler.speaker.heartbeat import (
     encode_heartbeat,
 )
 from reconciler.speaker.lanes import HeartbeatSockets
-from reconciler.speaker.sched import prefer_short_slices
+from reconciler.speaker.sched import HEARTBEAT_PRIORITY, ThreadScheduling
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +196,10 @@ class PeerLink:
     # --- the thread -----------------------------------------------------------------------------
 
     def _run(self) -> None:
-        prefer_short_slices()  # heartbeats on time even when the node's cores are busy
+        # Heartbeats on time even when the node's cores are busy, and before the answering
+        # thread's frames (a late heartbeat is a false failover; a late reply, a slow one).
+        scheduling = ThreadScheduling(HEARTBEAT_PRIORITY)
+        log.debug("heartbeats at %s", scheduling.start().value)
         next_send = 0.0
         next_bind = 0.0
         while not self._stop.is_set():
@@ -219,6 +222,7 @@ class PeerLink:
                     else:  # over budget: the kernel drops what the open lane cannot hold
                         deadline = min(deadline, self._budget.full_at())
             ready, _, _ = select.select(readable, [], [], max(0.0, deadline - now))
+            scheduling.account(time.monotonic())
             if self._wake_r in ready:
                 self._wake_r.recv(4096)
             if lanes is not None:
