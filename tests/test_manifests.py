@@ -292,14 +292,15 @@ def test_the_reconciler_meets_the_restricted_pod_security_standard() -> None:
 
 def test_the_checker_sees_what_restricted_forbids() -> None:
     assert restricted_violations(DAEMONSET["spec"]["template"]["spec"]) == [
-        "hostNetwork: true", "speaker: may run as root", "speaker: adds ['NET_RAW']"]
+        "hostNetwork: true", "speaker: may run as root", "speaker: adds ['NET_RAW', 'SYS_NICE']"]
 
 
-def test_the_speaker_has_host_network_and_net_raw_only() -> None:
+def test_the_speaker_has_host_network_net_raw_and_sys_nice_only() -> None:
     pod = DAEMONSET["spec"]["template"]["spec"]
     context = container(DAEMONSET)["securityContext"]
     assert pod["hostNetwork"] is True
-    assert context["capabilities"] == {"drop": ["ALL"], "add": ["NET_RAW"]}
+    # NET_RAW for ARP; SYS_NICE for the real-time priority of the answering thread.
+    assert context["capabilities"] == {"drop": ["ALL"], "add": ["NET_RAW", "SYS_NICE"]}
     assert context["allowPrivilegeEscalation"] is False
     assert context["readOnlyRootFilesystem"] is True
     assert not context.get("privileged")
