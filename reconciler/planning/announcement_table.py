@@ -148,8 +148,18 @@ def encode_table(table: AnnouncementTable) -> str:
                       sort_keys=True, ensure_ascii=False)
     # "announcements" sorts first among the table's keys.
     assert rest.startswith(_NO_ANNOUNCEMENTS)
+    # A table's candidate lists are a few orders of a few node sets (and the interface lists
+    # fewer still): each distinct one is encoded once.
+    lists: dict[tuple[str, ...], str] = {}
+
+    def strings(items: tuple[str, ...]) -> str:
+        encoded = lists.get(items)
+        if encoded is None:
+            encoded = lists[items] = f"[{','.join(map(_json_string, items))}]"
+        return encoded
+
     entries = ",".join([
-        f'{{"candidates":{_json_strings(a.candidates)},"interfaces":{_json_strings(a.interfaces)},'
+        f'{{"candidates":{strings(a.candidates)},"interfaces":{strings(a.interfaces)},'
         f'"ip":{_json_string(a.ip)},"service":{_json_string(a.service)}}}'
         for a in table.announcements])
     return f'{{"announcements":[{entries}]{rest[len(_NO_ANNOUNCEMENTS):]}'
@@ -157,10 +167,6 @@ def encode_table(table: AnnouncementTable) -> str:
 
 _NO_ANNOUNCEMENTS = '{"announcements":[]'
 _json_string: Callable[[str], str] = json.encoder.encode_basestring  # what dumps(ensure_ascii=False) does
-
-
-def _json_strings(items: tuple[str, ...]) -> str:
-    return f"[{','.join(map(_json_string, items))}]"
 
 
 def decode_table(text: str | bytes, source: str = "announcement table") -> AnnouncementTable:
