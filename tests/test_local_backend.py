@@ -278,3 +278,36 @@ def test_the_lock_dies_with_its_holder(tmp_path: Path) -> None:
     finally:
         holder.kill()
         holder.wait(timeout=10)
+
+
+def test_a_diff_waits_for_an_apply_and_never_reads_half_of_its_writes(tmp_path: Path) -> None:
+    # An apply writes announcements.json, then state.json: a read between the two would plan
+    # against a table and a state that disagree. diff and snapshot share the lock apply holds alone.
+    repo = exposure_repo(tmp_path / "repo", "alpha")
+    state_dir = tmp_path / "state"
+    assert run_cli("apply", str(repo), "--state", str(state_dir)).code == 0
+    with LocalBackend(state_dir).hold():  # an apply in progress
+        for command in (["diff", str(repo)], ["snapshot", str(repo), "--out", str(tmp_path / "live.json")]):
+            result = run_cli(*command, "--state", str(state_dir), "--lock-timeout", "0.2")
+            assert result.code == 1, result
+            assert f"the local state directory {state_dir} is in use by another portside process " \
+                   f"(pid {os.getpid()})" in result.err
+        assert not (tmp_path / "live.json").exists()
+    assert run_cli("diff", str(repo), "--state", str(state_dir), "--exit-code").code == 0
+
+
+def test_readers_share_the_lock_and_write_nothing(tmp_path: Path) -> None:
+    repo = exposure_repo(tmp_path / "repo", "alpha")
+    state_dir = tmp_path / "state"
+    assert run_cli("apply", str(repo), "--state", str(state_dir)).code == 0
+    lock = state_dir / ".lock"
+    before = lock.read_text()
+    with LocalBackend(state_dir).hold(shared=True):  # another diff reading
+        result = run_cli("diff", str(repo), "--state", str(state_dir), "--lock-timeout", "0", "--exit-code")
+        assert result.code == 0, result
+        with pytest.raises(StateLocked), LocalBackend(state_dir).hold(timeout=0):  # but an apply waits
+            pass
+    assert lock.read_text() == before  # the writer's pid stays; readers do not write it
+    fresh = tmp_path / "never-applied"
+    assert run_cli("diff", str(repo), "--state", str(fresh)).code == 0
+    assert not fresh.exists()  # a read creates no state directory

@@ -69,29 +69,38 @@ class LocalBackend:
     # --- locking ---------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def hold(self, timeout: float = DEFAULT_LOCK_TIMEOUT_S) -> Iterator[None]:
-        """Hold the directory's exclusive lock, waiting up to ``timeout`` seconds for another holder.
+    def hold(self, timeout: float = DEFAULT_LOCK_TIMEOUT_S, *, shared: bool = False) -> Iterator[None]:
+        """Hold the directory's lock, waiting up to ``timeout`` seconds for another holder.
 
-        Raises :class:`StateLocked` naming the directory (and the holder's pid, which a holder
-        writes into the lock file) when the wait runs out.
+        Exclusive for a read-plan-write; ``shared`` for a read alone (`diff`, `snapshot`), so it
+        never sees an apply's new announcements.json beside the old state.json, while readers do
+        not wait for each other. Raises :class:`StateLocked` naming the directory (and the
+        writer's pid, which an exclusive holder writes into the lock file) when the wait runs out.
         """
-        self.state_dir.mkdir(parents=True, exist_ok=True)
         path = self.state_dir / LOCK_FILE
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        if shared:
+            fd = _open_for_reading(path)
+            if fd is None:  # no state yet, or none any writer could have locked: nothing to wait for
+                yield
+                return
+        else:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
-            self._acquire(fd, path, timeout)
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            self._acquire(fd, path, timeout, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+            if not shared:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
             yield
         finally:
             os.close(fd)  # closing the descriptor releases the lock
 
-    def _acquire(self, fd: int, path: Path, timeout: float) -> None:
+    def _acquire(self, fd: int, path: Path, timeout: float, mode: int) -> None:
         deadline = time.monotonic() + timeout
         told = False
         while True:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, mode | fcntl.LOCK_NB)
                 return
             except OSError as exc:
                 if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
@@ -198,9 +207,24 @@ class LocalBackend:
         return report
 
 
-def holding(backend: object, timeout: float) -> contextlib.AbstractContextManager[None]:
+def holding(backend: object, timeout: float, *, shared: bool = False) -> contextlib.AbstractContextManager[None]:
     """The local state directory's lock when ``backend`` is one (clusters have their own guards)."""
-    return backend.hold(timeout) if isinstance(backend, LocalBackend) else contextlib.nullcontext()
+    if isinstance(backend, LocalBackend):
+        return backend.hold(timeout, shared=shared)
+    return contextlib.nullcontext()
+
+
+def _open_for_reading(path: Path) -> int | None:
+    """The lock file to share, or None when there is none yet.
+
+    Opened read-only (flock needs no more), so a reader never creates a file in a directory it
+    only reads, nor one a writer of another user could not open. No lock file means no apply has
+    ever run here: the only race left is with the very first apply, which writes each file whole.
+    """
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
 
 
 def _holder(fd: int) -> str:

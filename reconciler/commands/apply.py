@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from reconciler.backends import Backend, select_backend
-from reconciler.backends.local import DEFAULT_LOCK_TIMEOUT_S, holding
+from reconciler.backends.local import holding
 from reconciler.commands.planning import add_plan_arguments, load_reported, plan_for, policy_from, show
 from reconciler.common.errors import ConflictError, UsageError
 from reconciler.desired.state import DesiredState
@@ -20,9 +20,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "what portside owns")
     parser.add_argument("--max-delete-fraction", type=float, default=0.5, metavar="F",
                         help="refuse plans deleting more than this share of what portside owns (default 0.5)")
-    parser.add_argument("--lock-timeout", type=float, default=DEFAULT_LOCK_TIMEOUT_S, metavar="SECONDS",
-                        help="with a local state directory, how long to wait while another portside process "
-                        f"applies to it (default {DEFAULT_LOCK_TIMEOUT_S:g})")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from reconciler.backends import Backend, add_backend_arguments, select_backend
+from reconciler.backends.local import DEFAULT_LOCK_TIMEOUT_S, holding
 from reconciler.commands.revision import git_head
 from reconciler.common.errors import ConfigError, shown_under
 from reconciler.desired.loader import repo_directory
@@ -28,6 +29,13 @@ def add_plan_arguments(parser: argparse.ArgumentParser, *, snapshot: bool,
                         help="the git commit the YAML came from, recorded in the plan and the "
                         "announcement table (default: HEAD of PATH's repo, if it is one)")
     add_backend_arguments(parser, snapshot=snapshot)
+    add_lock_timeout(parser)
+
+
+def add_lock_timeout(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--lock-timeout", type=float, default=DEFAULT_LOCK_TIMEOUT_S, metavar="SECONDS",
+                        help="with a local state directory, how long to wait while another portside process "
+                        f"applies to it (default {DEFAULT_LOCK_TIMEOUT_S:g})")
 
 
 def policy_from(args: argparse.Namespace, *, dry_run: bool) -> ApplyPolicy:
@@ -62,7 +70,8 @@ def load_reported(args: argparse.Namespace) -> DesiredState:
 def load_and_plan(args: argparse.Namespace, policy: ApplyPolicy) -> tuple[DesiredState, Backend, Plan]:
     desired = load_reported(args)
     backend = select_backend(args)
-    return desired, backend, plan_for(desired, backend, policy)
+    with holding(backend, args.lock_timeout, shared=True):  # never half of an apply's writes
+        return desired, backend, plan_for(desired, backend, policy)
 
 
 def plan_for(desired: DesiredState, backend: Backend, policy: ApplyPolicy) -> Plan:
