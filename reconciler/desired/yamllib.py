@@ -54,7 +54,6 @@ from yaml.reader import ReaderError
 from reconciler.common.errors import Diagnostic
 from reconciler.desired.yamldoc import (
     MAX_DEPTH,
-    MAYBE_NOT_STR,
     YamlDocument,
     index_of,
     resolve_plain,
@@ -380,15 +379,8 @@ class _Builder:
                 self.diag(key_node.start_mark, f'duplicate key "{key}" (first defined at line {line}, '
                           f"column {col})", self.human_path(chain, key))
                 part = None  # the value that follows is dropped: the first definition wins
-            if type(value_node) is ScalarNode:  # the commonest field: inline
-                tag = value_node.tag
-                text = value_node.value
-                if tag is None:
-                    value = text if text and text[0] not in MAYBE_NOT_STR else resolve_plain(text)
-                elif tag == _STR:
-                    value = text
-                else:
-                    value = self.tagged(value_node, chain, part)
+            if type(value_node) is ScalarNode:
+                value = self.scalar(value_node, chain, part)
                 size += 1
                 inner = -1
             else:
@@ -413,14 +405,7 @@ class _Builder:
         size = 1
         for item in items:
             if type(item) is ScalarNode:
-                tag = item.tag
-                text = item.value
-                if tag is None:
-                    value = text if text and text[0] not in MAYBE_NOT_STR else resolve_plain(text)
-                elif tag == _STR:
-                    value = text
-                else:
-                    value = self.tagged(item, chain, len(result))
+                value = self.scalar(item, chain, len(result))
                 size += 1
                 inner = -1
             else:
